@@ -1,0 +1,1 @@
+"""The SageMaker-compatible serving container: protocol, loader, engines, image builder."""

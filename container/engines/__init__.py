@@ -1,0 +1,1 @@
+"""Serving engines: thin adapters over mldeploy.container.protocol."""

@@ -1,0 +1,119 @@
+"""Load an MLflow model for serving and warm it up.
+
+``load_model`` resolves the URI, loads the pyfunc model once and precomputes what the protocol needs
+per request (column names, numpy dtypes), so the request path does no schema work it can avoid.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+_log = logging.getLogger("mldeploy.container")
+
+# MLflow ColSpec type name -> numpy dtype used to build model input columns.
+_NUMPY_TYPES = {
+    "double": np.dtype("float64"),
+    "float": np.dtype("float32"),
+    "long": np.dtype("int64"),
+    "integer": np.dtype("int32"),
+    "boolean": np.dtype("bool"),
+    "string": np.dtype("object"),
+    "binary": np.dtype("object"),
+    "datetime": np.dtype("datetime64[ns]"),
+}
+
+
+@dataclass(frozen=True)
+class Column:
+    """One input column of a column-based signature."""
+
+    name: str
+    type: str  # MLflow type name: double, long, string, ...
+    dtype: np.dtype
+    required: bool
+
+
+@dataclass
+class ServedModel:
+    """A loaded model and the facts about it the server needs."""
+
+    pyfunc: Any  # mlflow.pyfunc.PyFuncModel
+    path: Path
+    columns: tuple[Column, ...] | None  # None: no column-based signature (tensor or none)
+    has_params_schema: bool
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def column_names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.columns or ())
+
+    @property
+    def numeric_columns(self) -> bool:
+        """True when every input column is a plain numeric type (the fast path)."""
+        return bool(self.columns) and all(
+            c.type in ("double", "float", "long", "integer") for c in self.columns or ()
+        )
+
+    def serving_example(self) -> bytes | None:
+        """The request body MLflow saved with the model (``serving_input_example.json``)."""
+        candidate = self.path / "serving_input_example.json"
+        return candidate.read_bytes() if candidate.is_file() else None
+
+
+def load_model(model_uri: str) -> ServedModel:
+    """Resolve ``model_uri`` to a local directory and load it as a pyfunc model.
+
+    Raises ``mldeploy.errors.ModelUriError`` when the URI does not resolve; whatever the model's own
+    loader raises propagates (the caller logs it and stops the server).
+    """
+    import mlflow.pyfunc
+
+    from mldeploy.model_uri import resolve_model_uri
+
+    path = resolve_model_uri(model_uri)
+    # Our own messages say what is wrong with an input; MLflow's would echo the whole input back.
+    os.environ.setdefault("MLFLOW_DISABLE_SCHEMA_DETAILS", "true")
+    pyfunc = mlflow.pyfunc.load_model(str(path))
+    meta = pyfunc.metadata
+    return ServedModel(
+        pyfunc=pyfunc,
+        path=path,
+        columns=_columns(meta),
+        has_params_schema=meta.get_params_schema() is not None,
+        info=_info(meta, model_uri),
+    )
+
+
+def _columns(meta: Any) -> tuple[Column, ...] | None:
+    if getattr(meta, "_is_signature_from_type_hint", lambda: False)():
+        return None
+    schema = meta.get_input_schema()
+    if schema is None or schema.is_tensor_spec() or not schema.has_input_names():
+        return None
+    columns = []
+    for spec in schema.inputs:
+        type_name = getattr(getattr(spec, "type", None), "name", None)
+        if type_name not in _NUMPY_TYPES:
+            return None  # arrays, objects, maps: leave enforcement to MLflow
+        columns.append(
+            Column(spec.name, type_name, _NUMPY_TYPES[type_name], getattr(spec, "required", True))
+        )
+    return tuple(columns)
+
+
+def _info(meta: Any, model_uri: str) -> dict[str, Any]:
+    flavors = sorted(k for k in (meta.flavors or {}) if k != "python_function")
+    return {
+        "model_uri": model_uri,
+        "model_uuid": getattr(meta, "model_uuid", None),
+        "run_id": getattr(meta, "run_id", None),
+        "flavors": flavors,
+        "mlflow_version": getattr(meta, "mlflow_version", None),
+        "signature": meta.signature is not None,
+    }
