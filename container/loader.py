@@ -6,8 +6,10 @@ per request (column names, numpy dtypes), so the request path does no schema wor
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,8 +48,12 @@ class ServedModel:
     pyfunc: Any  # mlflow.pyfunc.PyFuncModel
     path: Path
     columns: tuple[Column, ...] | None  # None: no column-based signature (tensor or none)
-    has_params_schema: bool
     info: dict[str, Any] = field(default_factory=dict)
+    # The flavor's own predict, called directly once our enforcement produced the exact input
+    # the signature describes (MLflow's PyFuncModel.predict would enforce the schema again,
+    # ~3 ms a request). None where that is not equivalent: MLflow's predict is used then.
+    direct_predict: Callable[..., Any] | None = None
+    direct_takes_params: bool = False
 
     @property
     def column_names(self) -> tuple[str, ...]:
@@ -81,13 +87,32 @@ def load_model(model_uri: str) -> ServedModel:
     os.environ.setdefault("MLFLOW_DISABLE_SCHEMA_DETAILS", "true")
     pyfunc = mlflow.pyfunc.load_model(str(path))
     meta = pyfunc.metadata
+    columns = _columns(meta)
+    direct, takes_params = _direct_predict(pyfunc) if columns else (None, False)
     return ServedModel(
         pyfunc=pyfunc,
         path=path,
-        columns=_columns(meta),
-        has_params_schema=meta.get_params_schema() is not None,
+        columns=columns,
         info=_info(meta, model_uri),
+        direct_predict=direct,
+        direct_takes_params=takes_params,
     )
+
+
+def _direct_predict(pyfunc: Any) -> tuple[Callable[..., Any] | None, bool]:
+    """The flavor's predict function, when calling it on an enforced DataFrame is exactly what
+    ``PyFuncModel.predict`` would do (no type-hint signature, no example-format conversion)."""
+    meta = pyfunc.metadata
+    if getattr(meta, "_is_type_hint_from_example", lambda: False)():
+        return None, False
+    fn = getattr(pyfunc, "_predict_fn", None)
+    if fn is None or getattr(pyfunc, "_predict_stream_fn", None) is not None:
+        return None, False
+    try:
+        params = inspect.signature(fn).parameters.get("params")
+    except (TypeError, ValueError):
+        return None, False
+    return fn, bool(params and params.kind != inspect.Parameter.VAR_KEYWORD)
 
 
 def _columns(meta: Any) -> tuple[Column, ...] | None:

@@ -1,0 +1,182 @@
+"""The ``flask`` engine: a Flask app over :mod:`mldeploy.container.protocol`, run by gunicorn's
+threaded workers (``gthread``: a pinging load balancer is answered while predictions run).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from typing import Any
+
+import orjson
+from flask import Flask, Response, request
+
+from ..protocol import ProtocolError, Reply, error_body
+from ..runtime import ModelRuntime, request_id
+from ..settings import ServerSettings
+
+_log = logging.getLogger("mldeploy.container")
+# A body over the limit is read and discarded up to this size so the client gets its 413 on a
+# live connection; beyond it the connection is closed.
+DRAIN_LIMIT = 128 * 1024 * 1024
+_CHUNK = 1024 * 1024
+
+
+def create_app(settings: ServerSettings, runtime: ModelRuntime | None = None) -> Flask:
+    """Build the app and start loading the model in the background."""
+    if runtime is None:
+        runtime = ModelRuntime(settings)
+        runtime.start()
+    app = Flask("mldeploy")
+    app.config["MLDEPLOY_RUNTIME"] = runtime
+    limit = settings.max_request_bytes
+
+    @app.before_request
+    def _start() -> None:
+        request.environ["mldeploy.start"] = time.perf_counter()
+        request.environ["mldeploy.request_id"] = request_id(request.headers.get("X-Request-Id"))
+
+    @app.after_request
+    def _finish(response: Response) -> Response:
+        rid = request.environ.get("mldeploy.request_id") or request_id(None)
+        response.headers["X-Request-Id"] = rid
+        started = request.environ.get("mldeploy.start")
+        ms = (time.perf_counter() - started) * 1000 if started else -1.0
+        if request.path not in ("/ping", "/health") or response.status_code != 200:
+            _log.info(
+                "%s %s %d %.1fms rid=%s", request.method, request.path,
+                response.status_code, ms, rid,
+            )
+        return response
+
+    @app.get("/ping")
+    @app.get("/health")
+    def ping() -> Response:
+        if runtime.ready.is_set():
+            return Response(b"", 200)
+        return _error("MODEL_NOT_READY", "the model is loading")
+
+    @app.get("/version")
+    def version() -> Response:
+        return Response(orjson.dumps(runtime.version()), 200, content_type="application/json")
+
+    @app.post("/invocations")
+    def invocations() -> Response:
+        environ = request.environ
+        length = request.content_length
+        if length is not None and length > limit:
+            return _too_large(environ, length, limit)
+        body = _read_body(environ, length, limit)
+        if body is None:
+            return _too_large(environ, None, limit)
+        try:
+            reply = runtime.invoke(body, request.headers.get("Content-Type"))
+        except ProtocolError as err:
+            if err.error_code in ("MODEL_ERROR", "INTERNAL_ERROR", "REQUEST_TIMEOUT"):
+                _log.error(
+                    "rid=%s %s: %s", environ["mldeploy.request_id"], err.error_code, err.message,
+                    exc_info=err.__cause__ is not None and err.error_code != "REQUEST_TIMEOUT",
+                )
+            return _error(err.error_code, err.message)
+        return _reply(reply)
+
+    @app.errorhandler(404)
+    def not_found(_: Any) -> Response:
+        return _error(
+            "NOT_FOUND", f"no route {request.path}: use POST /invocations, GET /ping, /version"
+        )
+
+    @app.errorhandler(405)
+    def not_allowed(_: Any) -> Response:
+        return _error("METHOD_NOT_ALLOWED", f"{request.method} is not allowed on {request.path}")
+
+    @app.errorhandler(Exception)
+    def internal(exc: Exception) -> Response:
+        _log.exception("rid=%s unhandled error", request.environ.get("mldeploy.request_id"))
+        return _error("INTERNAL_ERROR", "internal server error; the server log has the details")
+
+    return app
+
+
+def _read_body(environ: dict[str, Any], length: int | None, limit: int) -> bytes | None:
+    """The body, or None when a body of unknown length (chunked) runs over ``limit``."""
+    stream = environ["wsgi.input"]
+    if length is not None:
+        return stream.read(length) if length else b""
+    data = stream.read(limit + 1)
+    return None if len(data) > limit else data
+
+
+def _too_large(environ: dict[str, Any], length: int | None, limit: int) -> Response:
+    response = _error(
+        "REQUEST_TOO_LARGE",
+        f"the body is {'over ' if length is None else ''}{length or limit} bytes; the limit is "
+        f"{limit} bytes (MLDEPLOY_MAX_REQUEST_BYTES raises it; split the batch into smaller "
+        "requests, or use an async endpoint for large payloads)",
+    )
+    stream = environ["wsgi.input"]
+    drained, remaining = 0, DRAIN_LIMIT
+    if length is None or length <= DRAIN_LIMIT:
+        while remaining > 0 and (chunk := stream.read(min(_CHUNK, remaining))):
+            drained += len(chunk)
+            remaining -= len(chunk)
+    if length is None and remaining <= 0 or length is not None and length > DRAIN_LIMIT:
+        response.headers["Connection"] = "close"
+    return response
+
+
+def _reply(reply: Reply) -> Response:
+    return Response(reply.body, reply.status, content_type=reply.content_type)
+
+
+def _error(error_code: str, message: str) -> Response:
+    from ..protocol import STATUS
+
+    rid = request.environ.get("mldeploy.request_id")
+    return Response(
+        error_body(error_code, message, rid), STATUS[error_code], content_type="application/json"
+    )
+
+
+def gunicorn_options(settings: ServerSettings) -> dict[str, Any]:
+    """gunicorn settings for ``settings``: threaded workers, no access log (the app logs each
+    request with its id), graceful drain on SIGTERM, no control socket (read-only filesystems)."""
+    options: dict[str, Any] = {
+        "bind": f"[{settings.host}]:{settings.port}" if ":" in settings.host
+        else f"{settings.host}:{settings.port}",
+        "workers": settings.workers,
+        "worker_class": "gthread",
+        "threads": settings.threads,
+        "timeout": 120,  # worker heartbeat; requests are bounded by settings.timeout
+        "graceful_timeout": max(1, math.ceil(settings.graceful_timeout)),
+        "keepalive": 75,  # longer than typical load balancer idle timeouts (60 s)
+        "accesslog": None,
+        "errorlog": "-",
+        "loglevel": settings.log_level,
+        "control_socket_disable": True,
+        "proc_name": "mldeploy-serve",
+    }
+    if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK):
+        options["worker_tmp_dir"] = "/dev/shm"
+    return options
+
+
+def run(settings: ServerSettings) -> int:
+    """Serve until SIGTERM/SIGINT; return the process exit code."""
+    from gunicorn.app.base import BaseApplication
+
+    class _App(BaseApplication):
+        def load_config(self) -> None:
+            for key, value in gunicorn_options(settings).items():
+                self.cfg.set(key, value)
+
+        def load(self) -> Flask:  # runs in each worker after fork
+            return create_app(settings)
+
+    try:
+        _App().run()
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Run mldeploy's tests on this machine, installing what they need first (idempotent):
+#   bash scripts/test.sh [pytest args...]
+# Creates .venv with the [dev] extras, installs the Docker engine for the image tests where the
+# machine allows it (root + apt), then runs pytest over tests/ and integration/. Integration tests
+# whose engine or emulator cannot start are skipped with the reason.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+    "$PYTHON" -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+
+if [ -f scripts/install-docker.sh ] && [ "${MLDEPLOY_SKIP_DOCKER_INSTALL:-0}" != 1 ]; then
+    bash scripts/install-docker.sh || echo "scripts/test.sh: Docker engine not installed; image tests will skip" >&2
+fi
+
+exec .venv/bin/python -m pytest "$@"
