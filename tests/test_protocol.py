@@ -10,6 +10,7 @@ import numpy as np
 import orjson
 import pandas as pd
 import pytest
+
 from mldeploy.container import protocol as P
 from mldeploy.container.loader import load_model
 from mldeploy.container.runtime import warm_up
