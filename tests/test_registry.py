@@ -79,3 +79,24 @@ def test_importing_the_core_imports_no_plugin_and_no_sdk():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
 
+
+
+def test_sagemaker_is_imported_only_when_asked_for():
+    code = ("import sys\nfrom mldeploy.registry import get_target_class\n"
+            "assert 'mldeploy.plugins.sagemaker' not in sys.modules\n"
+            "cls = get_target_class('sagemaker:/us-west-2')\n"
+            "print(cls.__name__, 'boto3' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    # boto3 itself waits for the first AWS call
+    assert out.stdout.split() == ["SageMakerTarget", "False"]
+
+
+def test_sagemaker_without_boto3_names_the_extra():
+    code = ("import sys\nsys.modules['boto3'] = None\n"
+            "from mldeploy.errors import TargetNotFoundError\n"
+            "from mldeploy.registry import get_target\n"
+            "try:\n    get_target('sagemaker')\n"
+            "except TargetNotFoundError as e:\n    print(e.exit_code, e.message, '|', e.hint)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ("2 the sagemaker target needs boto3, which is not installed | "
+                                  "pip install 'mldeploy[sagemaker]'")

@@ -1,0 +1,302 @@
+"""What a deployment is made of: deterministic (content-hashed) names, the model artifact, and the
+CreateModel / CreateEndpointConfig requests built from the config and, on replace, from what the
+endpoint has now (so data capture, async config, tags, role, image and variant name carry over).
+Pure functions: no AWS calls here."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import re
+import tarfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mldeploy.errors import ConfigError, UsageError
+from mldeploy.plugins.sagemaker.config import (
+    DEFAULT_INSTANCE_TYPE,
+    DEFAULT_VARIANT,
+    SageMakerConfig,
+    Strategy,
+)
+from mldeploy.target import Status
+
+NAME_RE = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
+TAG_ENDPOINT = "mldeploy:endpoint"
+TAG_MODEL_URI = "mldeploy:model-uri"
+_TAG_BAD = re.compile(r"[^\w\s.:/=+\-@]", re.UNICODE)
+
+STATUS = {
+    "Creating": Status.CREATING, "Updating": Status.UPDATING, "SystemUpdating": Status.UPDATING,
+    "RollingBack": Status.UPDATING, "UpdateRollbackFailed": Status.FAILED,
+    "InService": Status.READY, "Failed": Status.FAILED, "Deleting": Status.DELETING,
+    "OutOfService": Status.OUT_OF_SERVICE,
+}
+
+
+def check_name(name: str) -> str:
+    if not NAME_RE.match(name):
+        raise UsageError(f"{name!r} is not a valid SageMaker endpoint name",
+                         hint="use 1-63 letters, digits and hyphens, starting and ending with a "
+                              "letter or digit")
+    return name
+
+
+def derived_name(endpoint: str, kind: str, digest: str) -> str:
+    """``{endpoint}-{kind}-{hash10}``, cut to SageMaker's 63 characters."""
+    suffix = f"-{kind}-{digest[:10]}"
+    return endpoint[: 63 - len(suffix)].rstrip("-") + suffix
+
+
+def digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def tag_value(text: str) -> str:
+    return _TAG_BAD.sub("_", text)[:256]
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """``model.tar.gz`` of a model directory, byte-for-byte reproducible."""
+
+    data: bytes
+    sha256: str
+
+    @classmethod
+    def pack(cls, model_dir: Path) -> Artifact:
+        buf = io.BytesIO()
+        import gzip
+
+        with gzip.GzipFile(fileobj=buf, mode="wb", mtime=0) as gz:
+            with tarfile.open(fileobj=gz, mode="w") as tar:
+                for path in sorted(p for p in model_dir.rglob("*") if p.is_file()):
+                    info = tarfile.TarInfo(str(path.relative_to(model_dir)))
+                    content = path.read_bytes()
+                    info.size, info.mtime, info.mode = len(content), 0, 0o644
+                    tar.addfile(info, io.BytesIO(content))
+        data = buf.getvalue()
+        return cls(data, hashlib.sha256(data).hexdigest())
+
+    def key(self, endpoint: str) -> str:
+        return f"mldeploy/{endpoint}/{self.sha256[:16]}/model.tar.gz"
+
+
+@dataclass
+class Current:
+    """What an existing endpoint is made of (read by the client)."""
+
+    name: str
+    arn: str
+    status: str
+    failure_reason: str | None
+    config_name: str
+    config: dict[str, Any]
+    variants: list[dict[str, Any]]
+    models: dict[str, dict[str, Any]] = field(default_factory=dict)  # model name -> describe
+    tags: dict[str, str] = field(default_factory=dict)
+    scalable: dict[str, dict[str, Any]] = field(default_factory=dict)  # variant -> target
+
+    @property
+    def serverless(self) -> bool:
+        return any("ServerlessConfig" in v for v in self.config.get("ProductionVariants", []))
+
+    def model_names(self) -> set[str]:
+        return {v["ModelName"] for v in self.config.get("ProductionVariants", [])}
+
+
+@dataclass
+class Desired:
+    """The resources one create/replace/add run wants to exist."""
+
+    variant: str
+    model_name: str
+    model_request: dict[str, Any]
+    config_name: str
+    config_request: dict[str, Any]
+    bucket: str
+    key: str
+    artifact: Artifact
+    model_uri: str
+
+
+def _tags(d: dict[str, str]) -> list[dict[str, str]]:
+    return [{"Key": k, "Value": v} for k, v in sorted(d.items())]
+
+
+def build_desired(cfg: SageMakerConfig, name: str, model_uri: str, artifact: Artifact,
+                  bucket: str, current: Current | None, add: bool = False) -> Desired:
+    """The model and endpoint-config requests for this run (``current`` is None on create)."""
+    base_model = _base_model(current, cfg.variant_name if not add else None)
+    role = cfg.execution_role_arn or base_model.get("ExecutionRoleArn")
+    container = base_model.get("PrimaryContainer", {})
+    image = cfg.image_uri or container.get("Image")
+    if not role:
+        raise ConfigError("execution_role_arn is required to create a SageMaker model",
+                          hint="-C execution_role_arn=arn:aws:iam::ACCOUNT:role/NAME")
+    if not image:
+        raise ConfigError("image_uri is required (the serving image in ECR)",
+                          hint="-C image_uri=ACCOUNT.dkr.ecr.REGION.amazonaws.com/REPO:TAG")
+    env = dict(cfg.env) if cfg.env else dict(container.get("Environment") or {})
+    key = artifact.key(name)
+    model_request: dict[str, Any] = {
+        "ExecutionRoleArn": role,
+        "PrimaryContainer": {"Image": image, "ModelDataUrl": f"s3://{bucket}/{key}",
+                             "Environment": env},
+    }
+    vpc = ({"Subnets": cfg.vpc_config.subnets,
+            "SecurityGroupIds": cfg.vpc_config.security_group_ids}
+           if cfg.vpc_config else base_model.get("VpcConfig") or None)
+    if vpc and vpc.get("Subnets"):
+        model_request["VpcConfig"] = vpc
+    model_name = derived_name(name, "m", digest([model_request, artifact.sha256]))
+    tags = {**(current.tags if current else {}), **cfg.tags, TAG_ENDPOINT: name}
+    model_request = {"ModelName": model_name, **model_request,
+                     "Tags": _tags({**tags, TAG_MODEL_URI: tag_value(model_uri)})}
+
+    variant = _variant(cfg, name, model_name, current, add)
+    if current is not None and add:
+        variants = [*current.config["ProductionVariants"], variant]
+    elif current is not None:
+        variants = [variant if v["VariantName"] == variant["VariantName"] else v
+                    for v in current.config["ProductionVariants"]]
+    else:
+        variants = [variant]
+    config_request: dict[str, Any] = {"ProductionVariants": variants}
+    inherit = current.config if current else {}
+    capture = _data_capture(cfg) or inherit.get("DataCaptureConfig") or None
+    if capture and capture.get("DestinationS3Uri"):
+        config_request["DataCaptureConfig"] = capture
+    async_cfg = _async(cfg) or inherit.get("AsyncInferenceConfig") or None
+    if async_cfg:
+        config_request["AsyncInferenceConfig"] = async_cfg
+    if inherit.get("KmsKeyId"):
+        config_request["KmsKeyId"] = inherit["KmsKeyId"]
+    config_name = derived_name(name, "c", digest(config_request))
+    config_request = {"EndpointConfigName": config_name, **config_request, "Tags": _tags(tags)}
+    return Desired(variant["VariantName"], model_name, model_request, config_name,
+                   config_request, bucket, key, artifact, model_uri)
+
+
+def _base_model(current: Current | None, variant: str | None) -> dict[str, Any]:
+    if current is None:
+        return {}
+    for v in current.config.get("ProductionVariants", []):
+        if variant is None or v["VariantName"] == variant:
+            return current.models.get(v["ModelName"], {})
+    return next(iter(current.models.values()), {})
+
+
+def _variant(cfg: SageMakerConfig, name: str, model_name: str, current: Current | None,
+             add: bool) -> dict[str, Any]:
+    old: dict[str, Any] = {}
+    if current is not None and not add:
+        names = [v["VariantName"] for v in current.config["ProductionVariants"]]
+        if cfg.variant_name is None and len(names) > 1:
+            raise UsageError(f"endpoint {name!r} has variants {', '.join(names)}",
+                             hint="say which one to replace with -C variant_name=NAME")
+        vname = cfg.variant_name or names[0]
+        if vname not in names:
+            raise UsageError(f"endpoint {name!r} has no variant {vname!r}",
+                             hint=f"its variants: {', '.join(names)}; use --mode add to add one")
+        old = next(v for v in current.config["ProductionVariants"] if v["VariantName"] == vname)
+        if cfg.serverless_config is not None and "ServerlessConfig" not in old:
+            raise UsageError("a real-time endpoint cannot become serverless",
+                             hint=f"mldeploy delete, then deploy --mode create, for {name!r}")
+    elif current is not None:
+        names = {v["VariantName"] for v in current.config["ProductionVariants"]}
+        vname = cfg.variant_name or f"variant-{digest([model_name])[:6]}"
+        if vname in names:
+            raise UsageError(f"endpoint {name!r} already has a variant {vname!r}",
+                             hint="pick another -C variant_name, or use --mode replace")
+        if current.serverless:
+            raise UsageError("a serverless endpoint holds one variant only")
+    else:
+        vname = cfg.variant_name or DEFAULT_VARIANT
+    variant: dict[str, Any] = {"VariantName": vname, "ModelName": model_name}
+    serverless = cfg.serverless_config
+    if serverless is None and "ServerlessConfig" in old and cfg.instance_type is None:
+        variant["ServerlessConfig"] = old["ServerlessConfig"]
+    elif serverless is not None:
+        sc = {"MemorySizeInMB": serverless.memory_size_in_mb,
+              "MaxConcurrency": serverless.max_concurrency}
+        if serverless.provisioned_concurrency:
+            sc["ProvisionedConcurrency"] = serverless.provisioned_concurrency
+        variant["ServerlessConfig"] = sc
+    else:
+        variant["InstanceType"] = cfg.instance_type or old.get("InstanceType",
+                                                               DEFAULT_INSTANCE_TYPE)
+        variant["InitialInstanceCount"] = cfg.instance_count or old.get("InitialInstanceCount", 1)
+        variant["InitialVariantWeight"] = (cfg.initial_weight if add
+                                           else old.get("InitialVariantWeight", 1.0))
+        if cfg.container_startup_health_check_timeout or old.get(
+                "ContainerStartupHealthCheckTimeoutInSeconds"):
+            variant["ContainerStartupHealthCheckTimeoutInSeconds"] = (
+                cfg.container_startup_health_check_timeout
+                or old["ContainerStartupHealthCheckTimeoutInSeconds"])
+        if cfg.model_data_download_timeout or old.get("ModelDataDownloadTimeoutInSeconds"):
+            variant["ModelDataDownloadTimeoutInSeconds"] = (
+                cfg.model_data_download_timeout or old["ModelDataDownloadTimeoutInSeconds"])
+    return variant
+
+
+def _data_capture(cfg: SageMakerConfig) -> dict[str, Any] | None:
+    dc = cfg.data_capture_config
+    if dc is None:
+        return None
+    out: dict[str, Any] = {
+        "EnableCapture": dc.enable, "InitialSamplingPercentage": dc.sampling_percentage,
+        "DestinationS3Uri": dc.destination_s3_uri,
+        "CaptureOptions": [{"CaptureMode": m.value} for m in dc.capture_modes]}
+    if dc.kms_key_id:
+        out["KmsKeyId"] = dc.kms_key_id
+    return out
+
+
+def _async(cfg: SageMakerConfig) -> dict[str, Any] | None:
+    ac = cfg.async_inference_config
+    if ac is None:
+        return None
+    output: dict[str, Any] = {"S3OutputPath": ac.output_path}
+    if ac.failure_path:
+        output["S3FailurePath"] = ac.failure_path
+    if ac.success_topic or ac.error_topic:
+        output["NotificationConfig"] = {k: v for k, v in (("SuccessTopic", ac.success_topic),
+                                                          ("ErrorTopic", ac.error_topic)) if v}
+    out: dict[str, Any] = {"OutputConfig": output}
+    if ac.max_concurrent_invocations_per_instance:
+        out["ClientConfig"] = {"MaxConcurrentInvocationsPerInstance":
+                               ac.max_concurrent_invocations_per_instance}
+    return out
+
+
+def update_request(cfg: SageMakerConfig, name: str, config_name: str,
+                   retain: bool) -> dict[str, Any]:
+    req: dict[str, Any] = {"EndpointName": name, "EndpointConfigName": config_name}
+    if retain:
+        req["RetainAllVariantProperties"] = True
+    dc = cfg.deployment_config
+    if dc is not None:
+        if dc.strategy is Strategy.ALL_AT_ONCE:
+            policy: dict[str, Any] = {"TrafficRoutingConfiguration": {
+                "Type": "ALL_AT_ONCE", "WaitIntervalInSeconds": dc.wait_interval_seconds}}
+        else:
+            size = {"Type": "CAPACITY_PERCENT", "Value": dc.step_percent}
+            key = "CanarySize" if dc.strategy is Strategy.CANARY else "LinearStepSize"
+            policy = {"TrafficRoutingConfiguration": {
+                "Type": dc.strategy.value.upper(), "WaitIntervalInSeconds":
+                dc.wait_interval_seconds, key: size}}
+        policy["TerminationWaitInSeconds"] = dc.termination_wait_seconds
+        if dc.maximum_execution_timeout_seconds:
+            policy["MaximumExecutionTimeoutInSeconds"] = dc.maximum_execution_timeout_seconds
+        req["DeploymentConfig"] = {"BlueGreenUpdatePolicy": policy}
+        if dc.rollback_alarms:
+            req["DeploymentConfig"]["AutoRollbackConfiguration"] = {
+                "Alarms": [{"AlarmName": a} for a in dc.rollback_alarms]}
+    return req
+
+
+__all__ = ["Artifact", "Current", "Desired", "STATUS", "build_desired", "check_name",
+           "derived_name", "update_request"]

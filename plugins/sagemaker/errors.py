@@ -1,0 +1,141 @@
+"""AWS SDK errors -> mldeploy errors. No botocore exception leaves the plugin; messages carry the
+AWS error code and message (never credentials or tracebacks) and say what to do next."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Iterator
+
+from mldeploy.errors import (
+    ConfigError,
+    DeploymentNotFoundError,
+    InvocationError,
+    MldeployError,
+    PredictionError,
+    TargetError,
+)
+
+_ACCESS = {"AccessDenied", "AccessDeniedException", "UnauthorizedOperation",
+           "InvalidClientTokenId", "ExpiredToken", "ExpiredTokenException",
+           "UnrecognizedClientException", "SignatureDoesNotMatch", "AuthFailure"}
+_SECRETS = re.compile(r"(AKIA|ASIA)[A-Z0-9]{16}|(?i:(secret|token|signature)[=:]\s*\S+)")
+
+
+def scrub(text: str, limit: int = 500) -> str:
+    """Remove key ids / secrets and cap the length of a message from AWS."""
+    text = _SECRETS.sub("[redacted]", str(text)).strip()
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def is_not_found(exc: BaseException) -> bool:
+    code, msg = _code(exc), _message(exc)
+    return code in ("ResourceNotFound", "NoSuchEntity", "404", "NoSuchKey", "NoSuchBucket",
+                    "ObjectNotFoundException") or (
+        code == "ValidationException" and ("Could not find" in msg or "not found" in msg))
+
+
+def _code(exc: BaseException) -> str:
+    return str(getattr(exc, "response", {}).get("Error", {}).get("Code", "")) if hasattr(
+        exc, "response") else ""
+
+
+def _message(exc: BaseException) -> str:
+    if hasattr(exc, "response"):
+        return str(exc.response.get("Error", {}).get("Message", ""))  # type: ignore[attr-defined]
+    return str(exc)
+
+
+def translate(exc: BaseException, action: str, *, name: str | None = None) -> MldeployError:
+    """One botocore/boto3 exception as the matching mldeploy error."""
+    if isinstance(exc, MldeployError):
+        return exc
+    from botocore.exceptions import (
+        BotoCoreError,
+        ClientError,
+        EndpointConnectionError,
+        NoCredentialsError,
+        NoRegionError,
+        PartialCredentialsError,
+    )
+
+    if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
+        return ConfigError(f"{action}: no AWS credentials found",
+                           hint="set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, "
+                                "or run aws configure")
+    if isinstance(exc, NoRegionError):
+        return ConfigError(f"{action}: no AWS region given",
+                           hint="use --target sagemaker:/REGION or -C region_name=REGION")
+    if isinstance(exc, EndpointConnectionError):
+        return TargetError(f"{action}: cannot reach AWS ({scrub(str(exc))})",
+                           hint="check the network and any AWS_ENDPOINT_URL* variables")
+    if isinstance(exc, ClientError):
+        code, msg = _code(exc), scrub(_message(exc))
+        if code in _ACCESS:
+            return TargetError(f"{action}: access denied ({code}: {msg})",
+                               hint="give the caller's IAM identity the permission named above")
+        if name is not None and is_not_found(exc):
+            return DeploymentNotFoundError(f"no SageMaker endpoint named {name!r}",
+                                           hint="mldeploy list --target sagemaker shows them")
+        if code in ("ThrottlingException", "Throttling", "TooManyRequestsException"):
+            return TargetError(f"{action}: AWS is throttling requests ({msg})",
+                               hint="wait a minute and re-run the same command")
+        if code == "ResourceLimitExceeded":
+            return TargetError(f"{action}: {msg}",
+                               hint="request a quota increase or use a smaller instance type")
+        return TargetError(f"{action} failed: {code}: {msg}" if code else f"{action}: {msg}")
+    if isinstance(exc, BotoCoreError):
+        return TargetError(f"{action}: {scrub(str(exc))}")
+    return TargetError(f"{action}: unexpected {type(exc).__name__}: {scrub(str(exc))}")
+
+
+@contextlib.contextmanager
+def aws_errors(action: str, *, name: str | None = None) -> Iterator[None]:
+    """Translate SDK errors raised inside the block (``name``: a not-found is that endpoint's)."""
+    try:
+        yield
+    except MldeployError:
+        raise
+    except Exception as exc:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        if isinstance(exc, (BotoCoreError, ClientError)):
+            raise translate(exc, action, name=name) from None
+        raise
+
+
+def invocation_error(exc: BaseException, name: str) -> MldeployError:
+    """A sagemaker-runtime error as InvocationError/PredictionError (or not-found)."""
+    from botocore.exceptions import ClientError
+
+    if isinstance(exc, ClientError):
+        code = _code(exc)
+        err = exc.response.get("Error", {})
+        if code == "ModelError" or "OriginalStatusCode" in exc.response:
+            status = int(exc.response.get("OriginalStatusCode") or 500)
+            body = str(exc.response.get("OriginalMessage") or err.get("Message", ""))
+            cls = PredictionError if status >= 500 else InvocationError
+            return cls(f"the model on {name!r} answered {status}: {_model_message(body)}",
+                       status=status, error_code=code,
+                       request_id=exc.response.get("ResponseMetadata", {}).get("RequestId"),
+                       hint="see the endpoint's CloudWatch log /aws/sagemaker/Endpoints/" + name)
+        if is_not_found(exc) or ("Endpoint" in _message(exc) and "not found" in _message(exc)):
+            return DeploymentNotFoundError(f"no SageMaker endpoint named {name!r}",
+                                           hint="mldeploy list --target sagemaker shows them")
+    return translate(exc, f"invoke {name}")
+
+
+def _model_message(body: str) -> str:
+    """The server's error message without any stack trace it may have sent."""
+    import json
+
+    try:
+        data = json.loads(body)
+        if isinstance(data, dict):
+            body = str(data.get("message") or data.get("error") or body)
+    except ValueError:
+        pass
+    return scrub(body.split("Traceback (most recent call last)")[0], 300) or "no message"
+
+
+__all__ = ["aws_errors", "invocation_error", "is_not_found", "scrub", "translate"]

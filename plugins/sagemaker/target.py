@@ -1,0 +1,459 @@
+"""The SageMaker target: orchestration only (requests are built in ``_resources``, AWS calls made
+in ``_client``, SDK errors translated in ``errors``).
+
+Every create/replace/add is a transaction: each resource this run creates is written into a
+ledger; if the run fails, is rolled back by SageMaker or times out, the ledger is undone in
+reverse and the previous deployment keeps serving. Names are content-hashed, so re-running the
+same command after a failure picks up where it stopped (a leftover of an earlier run that is not
+serving is adopted into this run's ledger).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mldeploy.errors import (
+    DeploymentExistsError,
+    DeploymentFailedError,
+    DeploymentNotFoundError,
+    DeploymentTimeoutError,
+    MldeployError,
+    TargetError,
+    UsageError,
+)
+from mldeploy.plugins.sagemaker import _client as aws
+from mldeploy.plugins.sagemaker._resources import (
+    STATUS,
+    TAG_MODEL_URI,
+    Artifact,
+    Current,
+    Desired,
+    build_desired,
+    check_name,
+    update_request,
+)
+from mldeploy.plugins.sagemaker.config import SageMakerConfig
+from mldeploy.plugins.sagemaker.errors import aws_errors, invocation_error, is_not_found
+from mldeploy.target import (
+    Action,
+    Change,
+    Deletion,
+    Deployment,
+    DeployMode,
+    Plan,
+    Prediction,
+    Resource,
+    Status,
+    Target,
+    Variant,
+    encode_payload,
+)
+
+BUSY = ("Creating", "Updating", "SystemUpdating", "RollingBack", "Deleting")
+
+
+class Ledger:
+    """What this run created, undone in reverse on failure."""
+
+    def __init__(self) -> None:
+        self.items: list[Resource] = []
+
+    def add(self, kind: str, rid: str) -> None:
+        self.items.append(Resource(kind, rid))
+
+    def undo(self, c: aws.Clients, keep: set[str] = frozenset()) -> tuple[list[str], list[str]]:
+        cleaned, leftover = [], []
+        for r in reversed(self.items):
+            if r.id in keep:
+                leftover.append(str(r))
+                continue
+            try:
+                aws.remove(c, r.kind, r.id)
+                cleaned.append(str(r))
+            except MldeployError:
+                leftover.append(str(r))
+        return cleaned, leftover
+
+
+class SageMakerTarget(Target):
+    name = "sagemaker"
+    config_class = SageMakerConfig
+    config: SageMakerConfig
+
+    def _c(self) -> aws.Clients:
+        if not isinstance(self.clients, aws.Clients):
+            if self.clients is not None:  # a boto3 Session handed in
+                self.clients = aws.Clients(self.clients)
+            else:
+                region = self.location or self.config.region_name
+                self.clients = aws.Clients.create(region, self.config.assume_role_arn)
+        return self.clients
+
+    # -- create / replace / add -------------------------------------------------------------
+
+    def create(self, name: str, model_uri: str, *, wait: bool = True,
+               timeout: float | None = None) -> Deployment:
+        return self._run(DeployMode.CREATE, name, model_uri, wait, timeout)
+
+    def replace(self, name: str, model_uri: str, *, wait: bool = True,
+                timeout: float | None = None) -> Deployment:
+        return self._run(DeployMode.REPLACE, name, model_uri, wait, timeout)
+
+    def add(self, name: str, model_uri: str, *, wait: bool = True,
+            timeout: float | None = None) -> Deployment:
+        return self._run(DeployMode.ADD, name, model_uri, wait, timeout)
+
+    def _prepare(self, mode: DeployMode, name: str, model_uri: str) -> tuple[Current | None,
+                                                                             Desired]:
+        from mldeploy.model_uri import resolve_model_uri
+
+        check_name(name)
+        c = self._c()
+        ep = aws.describe_endpoint(c, name)
+        if mode is DeployMode.CREATE and ep is not None:
+            extra = (" and is Failed; delete it first (mldeploy delete)"
+                     if ep["EndpointStatus"] == "Failed" else "")
+            raise DeploymentExistsError(f"endpoint {name!r} already exists{extra}",
+                                        hint="use --mode replace to change its model")
+        current = None if mode is DeployMode.CREATE else aws.read_current(c, name, ep)
+        if current is not None and current.status in BUSY:
+            raise TargetError(f"endpoint {name!r} is {current.status}",
+                              hint="wait until it is InService (mldeploy get) and re-run")
+        artifact = Artifact.pack(resolve_model_uri(model_uri))
+        bucket = self.config.bucket or f"mldeploy-{c.account_id()}-{c.region}"
+        desired = build_desired(self.config, name, model_uri, artifact, bucket,
+                                None if current is None or current.status == "Failed" else current,
+                                add=mode is DeployMode.ADD)
+        return current, desired
+
+    def _run(self, mode: DeployMode, name: str, model_uri: str, wait: bool,
+             timeout: float | None) -> Deployment:
+        self.restart_clock()
+        current, d = self._prepare(mode, name, model_uri)
+        c = self._c()
+        if current is not None and current.status == "Failed":
+            if not self.config.recreate_failed:
+                raise DeploymentFailedError(
+                    f"endpoint {name!r} is Failed ({current.failure_reason or 'no reason given'})",
+                    hint="re-run with -C recreate_failed=true to delete and recreate it")
+            self.progress(f"{name} is Failed: deleting it to recreate it")
+            self.delete(name, wait=True, timeout=timeout)
+            current, mode = None, DeployMode.CREATE
+        if current is not None and current.config_name == d.config_name:
+            self.progress(f"{name} already serves this model and config: nothing to do")
+            return self.get(name)
+        in_use = current.model_names() if current else set()
+        in_use |= {m.get("PrimaryContainer", {}).get("ModelDataUrl", "")
+                   for m in (current.models.values() if current else [])}
+        ledger = Ledger()
+        timeout = timeout or self.config.timeout_seconds
+        try:
+            self._materialise(c, d, in_use, ledger)
+            sm = c["sagemaker"]
+            if current is None:
+                with aws_errors(f"create endpoint {name}"):
+                    arn = sm.create_endpoint(EndpointName=name, EndpointConfigName=d.config_name,
+                                             Tags=d.config_request["Tags"])["EndpointArn"]
+                ledger.add("endpoint", arn)
+            else:
+                retain = bool(current.scalable) or mode is DeployMode.ADD
+                with aws_errors(f"update endpoint {name}"):
+                    sm.update_endpoint(**update_request(self.config, name, d.config_name, retain))
+            self.progress(f"{mode.value} {name}: endpoint config {d.config_name}")
+            if not wait:
+                return self.get(name)
+            ep = self._wait(name, timeout)
+            if ep is None or ep["EndpointStatus"] != "InService" or (
+                    ep["EndpointConfigName"] != d.config_name):
+                reason = (ep or {}).get("FailureReason") or "the endpoint did not become InService"
+                raise _Failed(reason)
+        except BaseException as exc:
+            raise self._fail(mode, name, exc, ledger, current, d) from None
+        self._after_success(name, d, current)
+        return self.get(name)
+
+    def _materialise(self, c: aws.Clients, d: Desired, in_use: set[str], ledger: Ledger) -> None:
+        """Bucket, artifact, model and endpoint config: created if absent, adopted if left over
+        by an earlier run (exists but serves nothing), kept out of the ledger if serving."""
+        sm = c["sagemaker"]
+        if aws.ensure_bucket(c, d.bucket):
+            ledger.add("s3-bucket", f"s3://{d.bucket}")
+        uri = f"s3://{d.bucket}/{d.key}"
+        if not aws.object_exists(c, d.bucket, d.key):
+            self.progress(f"uploading {uri} ({len(d.artifact.data)} bytes)")
+            with aws_errors(f"upload {uri}"):
+                c["s3"].put_object(Bucket=d.bucket, Key=d.key, Body=d.artifact.data)
+        if uri not in in_use:
+            ledger.add("s3-object", uri)
+        for kind, name, create, describe, arn_key in (
+                ("model", d.model_name, sm.create_model, sm.describe_model, "ModelArn"),
+                ("endpoint-config", d.config_name, sm.create_endpoint_config,
+                 sm.describe_endpoint_config, "EndpointConfigArn")):
+            request = d.model_request if kind == "model" else d.config_request
+            key = "ModelName" if kind == "model" else "EndpointConfigName"
+            with aws_errors(f"create {kind} {name}"):
+                try:
+                    arn = describe(**{key: name})[arn_key]
+                    adopted = True
+                except Exception as exc:
+                    if not is_not_found(exc):
+                        raise
+                    arn, adopted = create(**request)[arn_key], False
+            if kind == "endpoint-config" or name not in in_use:
+                ledger.add(kind, arn)
+            self.progress(f"{'reusing' if adopted else 'created'} {kind} {name}")
+
+    def _wait(self, name: str, timeout: float) -> dict[str, Any] | None:
+        def report(status: str, reason: str) -> None:
+            self.progress(f"{name}: {status}" + (f" ({reason})" if reason else ""),
+                          STATUS.get(status, Status.UNKNOWN))
+
+        return aws.wait_endpoint(self._c(), name, timeout=timeout,
+                                 poll=self.config.poll_interval_seconds, report=report,
+                                 done=lambda ep: ep["EndpointStatus"] not in BUSY)
+
+    def _fail(self, mode: DeployMode, name: str, exc: BaseException, ledger: Ledger,
+              current: Current | None, d: Desired) -> BaseException:
+        c = self._c()
+        timed_out = isinstance(exc, TimeoutError)
+        keep: set[str] = set()
+        if timed_out and current is not None:  # the update still runs and uses these
+            keep = {r.id for r in ledger.items if r.kind in ("model", "endpoint-config",
+                                                             "s3-object")}
+        cleaned, leftover = ledger.undo(c, keep)
+        logs = aws.log_tail(c, name, self.config.log_lines) if isinstance(exc, _Failed) else []
+        for line in logs:
+            self.progress(f"log: {line}")
+        still = "the previous deployment is still serving" if current else "nothing is serving"
+        if timed_out:
+            msg = f"{mode.value} of {name} timed out while the endpoint was {exc}"
+            hint = (f"{still}; the update is still running on SageMaker: re-run the same command "
+                    "later to finish or clean up" if keep else f"{still}; raise --timeout")
+            return DeploymentTimeoutError(msg, hint=_hint(hint, leftover), cleaned=cleaned,
+                                          leftover=leftover)
+        if isinstance(exc, _Failed):
+            msg = f"{mode.value} of {name} failed: {exc}"
+            if logs:
+                msg += " | last log lines: " + " / ".join(logs[-5:])
+            return DeploymentFailedError(msg, hint=_hint(still, leftover), cleaned=cleaned,
+                                         leftover=leftover)
+        if isinstance(exc, MldeployError) and not ledger.items:
+            return exc
+        if isinstance(exc, MldeployError):
+            return DeploymentFailedError(f"{mode.value} of {name} failed: {exc.message}",
+                                         hint=_hint(still, leftover), cleaned=cleaned,
+                                         leftover=leftover)
+        if isinstance(exc, KeyboardInterrupt):
+            return DeploymentFailedError(f"{mode.value} of {name} was interrupted",
+                                         hint=_hint(still, leftover), cleaned=cleaned,
+                                         leftover=leftover)
+        return exc  # a bug of ours: let it surface (after cleaning up)
+
+    def _after_success(self, name: str, d: Desired, current: Current | None) -> None:
+        c = self._c()
+        if self.config.autoscaling is not None:
+            aws.register_autoscaling(c, name, d.variant, self.config.autoscaling)
+            self.progress(f"autoscaling {name}/{d.variant}: {self.config.autoscaling.min_capacity}"
+                          f"-{self.config.autoscaling.max_capacity} instances")
+        if self.config.weights:
+            self.traffic(name, self.config.weights)
+        self._collect_garbage(name)
+
+    def _collect_garbage(self, name: str) -> tuple[list[Resource], list[Resource]]:
+        """Remove mldeploy's models, configs and artifacts for ``name`` that serve nothing."""
+        c = self._c()
+        ep = aws.describe_endpoint(c, name)
+        live = aws.read_current(c, name, ep) if ep else None
+        in_use_models = live.model_names() if live else set()
+        in_use_cfg = {live.config_name} if live else set()
+        urls = {m.get("PrimaryContainer", {}).get("ModelDataUrl") for m in
+                (live.models.values() if live else [])}
+        owned = aws.managed_resources(c, name)
+        doomed = [Resource("endpoint-config", x["EndpointConfigArn"]) for x in owned["configs"]
+                  if x["EndpointConfigName"] not in in_use_cfg]
+        doomed += [Resource("model", x["ModelArn"]) for x in owned["models"]
+                   if x["ModelName"] not in in_use_models]
+        bucket = self.config.bucket or f"mldeploy-{c.account_id()}-{c.region}"
+        doomed += [Resource("s3-object", f"s3://{bucket}/{k}")
+                   for k in aws.list_keys(c, bucket, f"mldeploy/{name}/")
+                   if f"s3://{bucket}/{k}" not in urls]
+        removed, leftover = [], []
+        for r in doomed:
+            try:
+                aws.remove(c, r.kind, r.id)
+                self.progress(f"removed {r}")
+                removed.append(r)
+            except MldeployError as exc:
+                self.progress(f"could not remove {r}: {exc.message}")
+                leftover.append(r)
+        return removed, leftover
+
+    # -- delete / get / list --------------------------------------------------------------------
+
+    def delete(self, name: str, *, wait: bool = True, timeout: float | None = None) -> Deletion:
+        check_name(name)
+        c = self._c()
+        ep = aws.describe_endpoint(c, name)
+        removed: list[Resource] = []
+        leftover: list[Resource] = []
+        if ep is not None:
+            parts = self._deployment(c, aws.read_current(c, name, ep)).resources
+            order = ("scalable-target", "endpoint", "endpoint-config", "model", "s3-object")
+            for r in sorted(parts, key=lambda r: order.index(r.kind)):
+                try:
+                    aws.remove(c, r.kind, r.id)
+                    removed.append(r)
+                except MldeployError as exc:
+                    self.progress(f"could not remove {r}: {exc.message}")
+                    leftover.append(r)
+                if r.kind == "endpoint":
+                    self.progress(f"deleting endpoint {name}", Status.DELETING)
+            if wait:
+                try:
+                    aws.wait_endpoint(c, name, timeout=timeout or self.config.timeout_seconds,
+                                      poll=self.config.poll_interval_seconds,
+                                      report=lambda s, _: self.progress(f"{name}: {s}"),
+                                      done=lambda _: False)
+                except TimeoutError:
+                    raise DeploymentTimeoutError(
+                        f"endpoint {name} is still Deleting", hint="re-run delete later") from None
+        more, left = self._collect_garbage(name)
+        return Deletion(name, self.name, existed=ep is not None, removed=tuple(removed + more),
+                        leftover=tuple(leftover + left))
+
+    def get(self, name: str) -> Deployment:
+        check_name(name)
+        c = self._c()
+        cur = aws.read_current(c, name)
+        return self._deployment(c, cur)
+
+    def _deployment(self, c: aws.Clients, cur: Current) -> Deployment:
+        resources = [Resource("endpoint", cur.arn)]
+        if cur.config.get("EndpointConfigArn"):
+            resources.append(Resource("endpoint-config", cur.config["EndpointConfigArn"]))
+        weights = {v["VariantName"]: v.get("CurrentWeight", v.get("DesiredWeight"))
+                   for v in cur.variants}
+        counts = {v["VariantName"]: v.get("CurrentInstanceCount") for v in cur.variants}
+        variants = []
+        for pv in cur.config.get("ProductionVariants", []):
+            model = cur.models.get(pv["ModelName"], {})
+            uri = None
+            if model:
+                resources.append(Resource("model", model["ModelArn"]))
+                url = model.get("PrimaryContainer", {}).get("ModelDataUrl")
+                if url:
+                    resources.append(Resource("s3-object", url))
+                uri = aws.model_tags(c, model["ModelArn"]).get(TAG_MODEL_URI)
+            vname = pv["VariantName"]
+            variants.append(Variant(vname, float(weights.get(vname) or pv.get(
+                "InitialVariantWeight", 1.0)), uri, counts.get(vname)))
+        resources += [Resource("scalable-target", t["ResourceId"]) for t in cur.scalable.values()]
+        primary = max(variants, key=lambda v: v.weight, default=None)
+        url = (f"https://runtime.sagemaker.{c.region}.amazonaws.com/endpoints/{cur.name}"
+               "/invocations")
+        return Deployment(cur.name, self.name, STATUS.get(cur.status, Status.UNKNOWN), url=url,
+                          model_uri=primary.model_uri if primary else None,
+                          resources=tuple(resources), variants=tuple(variants),
+                          failure_reason=cur.failure_reason,
+                          details={"arn": cur.arn, "endpoint_config": cur.config_name,
+                                   "region": c.region, "aws_status": cur.status})
+
+    def list(self) -> list[Deployment]:
+        c = self._c()
+        out = []
+        for n in aws.list_endpoint_names(c):
+            try:
+                out.append(self._deployment(c, aws.read_current(c, n)))
+            except DeploymentNotFoundError:  # deleted while listing
+                continue
+        return out
+
+    # -- invoke / traffic / plan --------------------------------------------------------------
+
+    def invoke(self, name: str, data: Any, *, content_type: str | None = None,
+               variant: str | None = None) -> Prediction:
+        check_name(name)
+        body, ctype = encode_payload(data, content_type)
+        kwargs: dict[str, Any] = {"EndpointName": name, "ContentType": ctype, "Body": body,
+                                  "Accept": "application/json"}
+        if variant:
+            kwargs["TargetVariant"] = variant
+        try:
+            resp = self._c()["sagemaker-runtime"].invoke_endpoint(**kwargs)
+        except MldeployError:
+            raise
+        except Exception as exc:
+            raise invocation_error(exc, name) from None
+        return Prediction.from_response(resp["Body"].read(), resp.get("ContentType"),
+                                        variant=resp.get("InvokedProductionVariant") or variant)
+
+    def traffic(self, name: str, weights: Any, *, wait: bool = True,
+                timeout: float | None = None) -> Deployment:
+        c = self._c()
+        cur = aws.read_current(c, name)
+        names = [v["VariantName"] for v in cur.config.get("ProductionVariants", [])]
+        unknown = sorted(set(weights) - set(names))
+        if unknown:
+            raise UsageError(f"endpoint {name!r} has no variant {unknown[0]!r}",
+                             hint=f"its variants: {', '.join(names)}")
+        with aws_errors(f"set traffic weights of {name}", name=name):
+            c["sagemaker"].update_endpoint_weights_and_capacities(
+                EndpointName=name, DesiredWeightsAndCapacities=[
+                    {"VariantName": v, "DesiredWeight": float(w)} for v, w in weights.items()])
+        self.progress(f"{name}: weights " + ", ".join(f"{v}={w}" for v, w in weights.items()))
+        if wait:
+            try:
+                self._wait(name, timeout or self.config.timeout_seconds)
+            except TimeoutError:
+                raise DeploymentTimeoutError(f"{name} is still updating its weights",
+                                             hint="mldeploy get shows when it is done") from None
+        return self.get(name)
+
+    def plan(self, mode: DeployMode, name: str, model_uri: str) -> Plan:
+        current, d = self._prepare(mode, name, model_uri)
+        c = self._c()
+        ch: list[Change] = []
+        if not aws.bucket_exists(c, d.bucket):
+            ch.append(Change(Action.CREATE, Resource("s3-bucket", f"s3://{d.bucket}")))
+        uri = f"s3://{d.bucket}/{d.key}"
+        exists = aws.bucket_exists(c, d.bucket) and aws.object_exists(c, d.bucket, d.key)
+        ch.append(Change(Action.KEEP if exists else Action.CREATE, Resource("s3-object", uri)))
+        in_use = current.model_names() if current else set()
+        ch.append(Change(Action.KEEP if d.model_name in in_use else Action.CREATE,
+                         Resource("model", d.model_name), f"image {_image(d)}"))
+        ch.append(Change(Action.CREATE, Resource("endpoint-config", d.config_name),
+                         f"variant {d.variant}"))
+        if current is None:
+            ch.append(Change(Action.CREATE, Resource("endpoint", name)))
+        else:
+            ch.append(Change(Action.UPDATE, Resource("endpoint", current.arn),
+                             f"{current.config_name} -> {d.config_name}"))
+            ch.append(Change(Action.DELETE, Resource("endpoint-config", current.config_name)))
+            if mode is DeployMode.REPLACE:
+                replaced = {v["ModelName"] for v in current.config["ProductionVariants"]
+                            if v["VariantName"] == d.variant} - {d.model_name}
+                for m in sorted(replaced):
+                    ch.append(Change(Action.DELETE, Resource("model", m)))
+                    url = current.models.get(m, {}).get("PrimaryContainer", {}).get(
+                        "ModelDataUrl")
+                    if url and url != uri:
+                        ch.append(Change(Action.DELETE, Resource("s3-object", url)))
+        if self.config.autoscaling is not None:
+            ch.append(Change(Action.CREATE, Resource(
+                "scalable-target", f"endpoint/{name}/variant/{d.variant}")))
+        return Plan(self.name, name, mode, tuple(ch))
+
+
+class _Failed(Exception):
+    """SageMaker reported the create/update as failed or rolled back."""
+
+
+def _image(d: Desired) -> str:
+    return d.model_request["PrimaryContainer"]["Image"]
+
+
+def _hint(text: str, leftover: list[str]) -> str:
+    return text + (f"; could not remove: {', '.join(leftover)}" if leftover else "")
+
+
+__all__ = ["SageMakerTarget"]
