@@ -70,3 +70,406 @@ class TestSageMakerConformance(TargetConformance):
             emulator.fail_next_create(reason)
             emulator.fail_next_update(reason)
         return fail
+
+
+# -- SageMaker specifics ------------------------------------------------------------------------
+
+import json  # noqa: E402
+import shutil  # noqa: E402
+
+from mldeploy.errors import (  # noqa: E402
+    ConfigError,
+    DeploymentExistsError,
+    DeploymentFailedError,
+    DeploymentTimeoutError,
+    InvocationError,
+    PredictionError,
+    UsageError,
+)
+from mldeploy.target import Action, DeployMode, Plan, Status  # noqa: E402
+from mldeploy.testing.conformance import example_model_dir  # noqa: E402
+
+MODEL = str(example_model_dir())
+BODY = (example_model_dir() / "serving_input_example.json").read_bytes()
+ROWS = len(json.loads(BODY)["dataframe_split"]["data"])
+
+
+@pytest.fixture
+def model2(tmp_path):
+    dst = tmp_path / "model2"
+    shutil.copytree(MODEL, dst)
+    (dst / "note.txt").write_text("v2")
+    return str(dst)
+
+
+@pytest.fixture
+def events():
+    return []
+
+
+@pytest.fixture
+def make(session, events):
+    def make(**cfg):
+        return SageMakerTarget({**BASE, **cfg}, clients=session, progress=events.append)
+    return make
+
+
+def served_by(target, name="ep"):
+    return set(target.invoke(name, BODY).predictions)
+
+
+def test_create_builds_tagged_content_hashed_resources(make, session):
+    t = make(tags={"team": "ml"})
+    dep = t.create("ep", MODEL)
+    sm = session.client("sagemaker")
+    ep = sm.describe_endpoint(EndpointName="ep")
+    cfg = sm.describe_endpoint_config(EndpointConfigName=ep["EndpointConfigName"])
+    (variant,) = cfg["ProductionVariants"]
+    assert variant["VariantName"] == "primary" and variant["InstanceType"] == "ml.m5.large"
+    model = sm.describe_model(ModelName=variant["ModelName"])
+    url = model["PrimaryContainer"]["ModelDataUrl"]
+    assert url.startswith(f"s3://{BUCKET}/mldeploy/ep/") and url.endswith("/model.tar.gz")
+    assert model["PrimaryContainer"]["Image"] == IMAGE and model["ExecutionRoleArn"] == ROLE
+    tags = {x["Key"]: x["Value"] for x in sm.list_tags(ResourceArn=ep["EndpointArn"])["Tags"]}
+    assert tags == {"team": "ml", "mldeploy:endpoint": "ep"}
+    kinds = sorted(r.kind for r in dep.resources)
+    assert kinds == ["endpoint", "endpoint-config", "model", "s3-object"]
+    assert dep.url.endswith("/endpoints/ep/invocations") and dep.details["region"] == "us-east-1"
+    # the artifact is the model directory, reproducibly packed
+    import io
+    import tarfile
+    obj = session.client("s3").get_object(Bucket=BUCKET, Key=url.split("/", 3)[3])["Body"].read()
+    names = tarfile.open(fileobj=io.BytesIO(obj)).getnames()
+    assert "MLmodel" in names and "model.pkl" in names
+    assert served_by(t) == {variant["ModelName"]}
+
+
+def test_names_are_deterministic_and_within_63_chars(make, session):
+    name = "e" * 63
+    t = make()
+    dep = t.create(name, MODEL)
+    sm = session.client("sagemaker")
+    cfg_name = dep.details["endpoint_config"]
+    assert len(cfg_name) <= 63 and cfg_name.startswith("e" * 40)
+    model_name = sm.describe_endpoint_config(
+        EndpointConfigName=cfg_name)["ProductionVariants"][0]["ModelName"]
+    t.delete(name)
+    assert make().create(name, MODEL).details["endpoint_config"] == cfg_name
+    assert model_name in served_by(t, name)
+
+
+@pytest.mark.parametrize("name", ["-bad", "has_underscore", "x" * 64, "a--"])
+def test_invalid_endpoint_name_is_refused_before_any_call(name):
+    t = SageMakerTarget(BASE, clients=object())  # any AWS call would fail on this
+    with pytest.raises(UsageError, match="not a valid SageMaker endpoint name"):
+        t.create(name, MODEL)
+
+
+@pytest.mark.parametrize("cfg,match", [
+    ({"serverless_config": {"memory_size_in_mb": 2048}, "vpc_config":
+      {"subnets": ["s"], "security_group_ids": ["g"]}}, "serverless endpoint cannot have"),
+    ({"serverless_config": {}, "data_capture_config": {"destination_s3_uri": "s3://bkt/c"}},
+     "serverless endpoint cannot have"),
+    ({"serverless_config": {"memory_size_in_mb": 1000}}, "multiple of 1024|out of range"),
+    ({"serverless_config": {"max_concurrency": 201}}, "out of range"),
+    ({"serverless_config": {}, "async_inference_config": {"output_path": "s3://bkt/o"}},
+     "both serverless and asynchronous"),
+    ({"instance_cont": 2}, "did you mean 'instance_count'"),
+    ({"execution_role_arn": "admin"}, "not an IAM role ARN"),
+    ({"bucket": "s3://x"}, "bare bucket name"),
+    ({"autoscaling": {"min_capacity": 3, "max_capacity": 2}}, "exceeds"),
+    ({"deployment_config": {"strategy": "canery"}}, "did you mean 'canary'"),
+    ({"recreate_failed": "yes please"}, "not a boolean"),
+])
+def test_config_is_checked_before_any_aws_call(cfg, match):
+    with pytest.raises(ConfigError, match=match):
+        SageMakerTarget({**BASE, **cfg}, clients=object())
+
+
+def test_booleans_parse_like_the_cli_says():
+    assert SageMakerTarget({"recreate_failed": "True"}).config.recreate_failed is True
+    assert SageMakerTarget({"recreate_failed": "0"}).config.recreate_failed is False
+
+
+def test_missing_role_or_image_is_a_config_error_and_creates_nothing(make, session):
+    before = sagemaker_inventory(session)
+    with pytest.raises(ConfigError, match="execution_role_arn"):
+        make(execution_role_arn=None).create("ep", MODEL)
+    with pytest.raises(ConfigError, match="image_uri"):
+        make(image_uri=None).create("ep", MODEL)
+    assert sagemaker_inventory(session) == before
+
+
+def test_create_waits_through_creating_and_reports_progress(make, emulator, events):
+    emulator.creating_seconds = 0.15
+    dep = make().create("ep", MODEL)
+    assert dep.status is Status.READY
+    statuses = [e.status for e in events if e.status]
+    assert statuses[:2] == [Status.CREATING, Status.READY]
+    assert any("ep: Creating" in str(e) for e in events) and events[-1].elapsed >= 0.15
+
+
+def test_no_wait_returns_while_creating(make, emulator):
+    emulator.creating_seconds = 30
+    dep = make().create("ep", MODEL, wait=False)
+    assert dep.status is Status.CREATING
+    emulator.release()
+    assert make().get("ep").status is Status.READY
+
+
+def test_create_existing_is_refused(make):
+    make().create("ep", MODEL)
+    with pytest.raises(DeploymentExistsError, match="--mode replace"):
+        make().create("ep", MODEL)
+
+
+def test_failed_create_removes_everything_including_a_bucket_it_made(make, emulator, session):
+    before = sagemaker_inventory(session)
+    emulator.fail_next_create("ping health check failed",
+                              logs=["ModuleNotFoundError: No module named 'sklearn'",
+                                    '  File "/opt/app.py", line 3, in <module>'])
+    with pytest.raises(DeploymentFailedError) as info:
+        make(bucket="fresh-bucket").create("ep", MODEL)
+    err = info.value
+    assert "ping health check failed" in err.message
+    assert "No module named 'sklearn'" in err.message and "File \"" not in err.message
+    assert "s3-bucket s3://fresh-bucket" in err.cleaned and err.leftover == []
+    assert sagemaker_inventory(session) == before
+
+
+def test_replace_keeps_variant_capture_async_tags_and_cleans_old(make, session, model2):
+    sm = session.client("sagemaker")
+    t = make(variant_name="blue", instance_type="ml.c5.xlarge", instance_count=2,
+             tags={"team": "ml"},
+             data_capture_config={"destination_s3_uri": f"s3://{BUCKET}/capture"},
+             async_inference_config={"output_path": f"s3://{BUCKET}/async"})
+    old = t.create("ep", MODEL)
+    old_ids = {r.id for r in old.resources}
+    new = make().replace("ep", model2)   # no settings passed again
+    assert new.model_uri == model2 and new.status is Status.READY
+    cfg = sm.describe_endpoint_config(EndpointConfigName=new.details["endpoint_config"])
+    (v,) = cfg["ProductionVariants"]
+    assert (v["VariantName"], v["InstanceType"], v["InitialInstanceCount"]) == (
+        "blue", "ml.c5.xlarge", 2)
+    assert cfg["DataCaptureConfig"]["DestinationS3Uri"] == f"s3://{BUCKET}/capture"
+    assert cfg["AsyncInferenceConfig"]["OutputConfig"]["S3OutputPath"] == f"s3://{BUCKET}/async"
+    tags = {x["Key"]: x["Value"] for x in sm.list_tags(ResourceArn=new.details["arn"])["Tags"]}
+    assert tags["team"] == "ml"
+    now = sagemaker_inventory(session)
+    gone = old_ids - {new.details["arn"]}
+    assert gone and not (gone & now), "the previous model, config and artifact are removed"
+    assert {r.id for r in new.resources} <= now
+    assert served_by(t) == {v["ModelName"]}
+
+
+def test_replace_with_same_model_and_config_changes_nothing(make, session, emulator):
+    make().create("ep", MODEL)
+    before = sagemaker_inventory(session)
+    make().replace("ep", MODEL)
+    assert emulator.update_requests == [] and sagemaker_inventory(session) == before
+
+
+def test_failed_replace_rolls_back_reports_and_leaves_nothing(make, emulator, session, model2,
+                                                             events):
+    t = make()
+    t.create("ep", MODEL)
+    serving = served_by(t)
+    before = sagemaker_inventory(session)
+    emulator.updating_seconds = 0.1
+    emulator.fail_next_update("Rolled back: health check failed",
+                              logs=["Traceback (most recent call last):", "ValueError: bad pickle"])
+    with pytest.raises(DeploymentFailedError) as info:
+        t.replace("ep", model2)
+    assert "Rolled back: health check failed" in info.value.message
+    assert "ValueError: bad pickle" in info.value.message
+    assert "Traceback" not in str(info.value)
+    assert "previous deployment is still serving" in info.value.hint
+    assert {c.split()[0] for c in info.value.cleaned} == {"endpoint-config", "model", "s3-object"}
+    assert sagemaker_inventory(session) == before
+    assert t.get("ep").status is Status.READY and served_by(t) == serving
+    assert any("ep: Updating" in str(e) for e in events)
+
+
+def test_old_model_serves_while_updating(make, emulator, model2):
+    t = make()
+    t.create("ep", MODEL)
+    serving = served_by(t)
+    emulator.hang_next_update()
+    dep = t.replace("ep", model2, wait=False)
+    assert dep.status is Status.UPDATING and served_by(t) == serving
+    emulator.release()
+    assert served_by(t) != serving
+
+
+def test_timed_out_replace_keeps_old_serving_and_rerun_finishes(make, emulator, session, model2):
+    t = make()
+    t.create("ep", MODEL)
+    serving = served_by(t)
+    emulator.hang_next_update()
+    with pytest.raises(DeploymentTimeoutError) as info:
+        t.replace("ep", model2, timeout=0.2)
+    err = info.value
+    assert "still running" in err.hint and len(err.leftover) == 3
+    assert served_by(t) == serving
+    with pytest.raises(Exception, match="Updating"):
+        t.replace("ep", model2)  # busy: says so instead of stacking a second update
+    emulator.release()
+    dep = make().replace("ep", model2)  # re-run: finds the update done, removes the old model
+    assert dep.model_uri == model2 and served_by(t) != serving
+    assert {r.id for r in dep.resources} | {f"s3://{BUCKET}"} == sagemaker_inventory(session)
+
+
+def test_failed_endpoint_needs_explicit_recreate(make, emulator, session, model2):
+    emulator.creating_seconds = 0
+    t = make()
+    t.create("ep", MODEL, wait=False)
+    sm_backend_fail(emulator, session)
+    with pytest.raises(DeploymentFailedError, match="is Failed") as info:
+        t.replace("ep", model2)
+    assert "recreate_failed=true" in info.value.hint
+    dep = make(recreate_failed=True).replace("ep", model2)
+    assert dep.status is Status.READY and dep.model_uri == model2
+    assert {r.id for r in dep.resources} | {f"s3://{BUCKET}"} == sagemaker_inventory(session)
+
+
+def sm_backend_fail(emulator, session):
+    """Turn the endpoint 'ep' Failed, as SageMaker does when a container dies in service."""
+    from moto.sagemaker.models import sagemaker_backends
+    ep = sagemaker_backends["123456789012"]["us-east-1"].endpoints["ep"]
+    ep.endpoint_status, ep.failure_reason = "Failed", "instance health check failed"
+
+
+def test_add_variant_then_shift_traffic(make, session, model2):
+    t = make()
+    t.create("ep", MODEL)
+    first = served_by(t)
+    dep = make(variant_name="green", initial_weight=0.0).add("ep", model2)
+    assert [v.name for v in dep.variants] == ["primary", "green"]
+    assert {v.name: v.weight for v in dep.variants} == {"primary": 1.0, "green": 0.0}
+    assert served_by(t) == first
+    green = set(t.invoke("ep", BODY, variant="green").predictions)
+    assert green != first
+    dep = t.traffic("ep", {"primary": 0.0, "green": 1.0})
+    assert {v.name: v.weight for v in dep.variants} == {"primary": 0.0, "green": 1.0}
+    assert served_by(t) == green
+    with pytest.raises(UsageError, match="no variant 'blue'"):
+        t.traffic("ep", {"blue": 1})
+    with pytest.raises(UsageError, match="say which one"):
+        make().replace("ep", MODEL)
+
+
+def test_weights_config_applies_after_add(make, model2):
+    make().create("ep", MODEL)
+    dep = make(variant_name="green", weights={"primary": 3, "green": 1}).add("ep", model2)
+    assert {v.name: v.weight for v in dep.variants} == {"primary": 3.0, "green": 1.0}
+
+
+def test_autoscaling_registered_and_retained_on_replace(make, session, emulator, model2):
+    t = make(autoscaling={"min_capacity": 1, "max_capacity": 4,
+                          "target_invocations_per_instance": 50})
+    dep = t.create("ep", MODEL)
+    assert Resource_ids(dep, "scalable-target") == ["endpoint/ep/variant/primary"]
+    aas = session.client("application-autoscaling")
+    (pol,) = aas.describe_scaling_policies(ServiceNamespace="sagemaker")["ScalingPolicies"]
+    cfg = pol["TargetTrackingScalingPolicyConfiguration"]
+    assert cfg["TargetValue"] == 50 and cfg["PredefinedMetricSpecification"][
+        "PredefinedMetricType"] == "SageMakerVariantInvocationsPerInstance"
+    make().replace("ep", model2)
+    assert emulator.update_requests[-1]["RetainAllVariantProperties"] is True
+    assert aas.describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"]
+    make().delete("ep")
+    assert aas.describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"] == []
+
+
+def Resource_ids(dep, kind):
+    return [r.id for r in dep.resources if r.kind == kind]
+
+
+def test_blue_green_deployment_config_is_sent(make, emulator, model2):
+    make().create("ep", MODEL)
+    make(deployment_config={"strategy": "canary", "step_percent": 20,
+                            "wait_interval_seconds": 60, "rollback_alarms": ["p99-latency"]}
+         ).replace("ep", model2)
+    dc = emulator.update_requests[-1]["DeploymentConfig"]
+    routing = dc["BlueGreenUpdatePolicy"]["TrafficRoutingConfiguration"]
+    assert routing == {"Type": "CANARY", "WaitIntervalInSeconds": 60,
+                       "CanarySize": {"Type": "CAPACITY_PERCENT", "Value": 20}}
+    assert dc["AutoRollbackConfiguration"] == {"Alarms": [{"AlarmName": "p99-latency"}]}
+
+
+def test_serverless_create_and_no_switch_from_realtime(make, session, model2):
+    dep = make(serverless_config={"memory_size_in_mb": "3072", "max_concurrency": 10}).create(
+        "sl", MODEL)
+    cfg = session.client("sagemaker").describe_endpoint_config(
+        EndpointConfigName=dep.details["endpoint_config"])
+    assert cfg["ProductionVariants"][0]["ServerlessConfig"] == {"MemorySizeInMB": 3072,
+                                                                "MaxConcurrency": 10}
+    dep2 = make().replace("sl", model2)   # stays serverless without saying it again
+    cfg = session.client("sagemaker").describe_endpoint_config(
+        EndpointConfigName=dep2.details["endpoint_config"])
+    assert "ServerlessConfig" in cfg["ProductionVariants"][0]
+    make().create("rt", MODEL)
+    before = sagemaker_inventory(session)
+    with pytest.raises(UsageError, match="cannot become serverless"):
+        make(serverless_config={}).replace("rt", model2)
+    assert sagemaker_inventory(session) == before
+
+
+def test_dry_run_plans_and_changes_nothing(make, session, model2):
+    t = make()
+    t.create("ep", MODEL)
+    before = sagemaker_inventory(session)
+    plan = t.deploy(DeployMode.REPLACE, "ep", model2, dry_run=True)
+    assert isinstance(plan, Plan) and sagemaker_inventory(session) == before
+    kinds = {(c.action, c.resource.kind) for c in plan.changes}
+    assert {(Action.CREATE, "model"), (Action.CREATE, "endpoint-config"),
+            (Action.CREATE, "s3-object"), (Action.UPDATE, "endpoint"),
+            (Action.DELETE, "model"), (Action.DELETE, "endpoint-config"),
+            (Action.DELETE, "s3-object")} <= kinds
+    text = str(plan)
+    assert text.startswith("replace ep on sagemaker would:") and "\n  + model ep-m-" in text
+
+
+def test_delete_is_idempotent_and_removes_orphans(make, session, emulator, model2):
+    t = make()
+    t.create("ep", MODEL)
+    emulator.fail_next_update()
+    # a crashed earlier run: leave a tagged model behind by failing cleanup by hand
+    with pytest.raises(DeploymentFailedError):
+        t.replace("ep", model2)
+    gone = t.delete("ep")
+    assert gone.existed and {r.kind for r in gone.removed} >= {"endpoint", "model",
+                                                                "endpoint-config", "s3-object"}
+    assert sagemaker_inventory(session) == {f"s3://{BUCKET}"}
+    again = t.delete("ep")
+    assert again.existed is False and again.removed == () and again.leftover == ()
+
+
+def test_invoke_errors_are_translated_without_tracebacks(make, emulator):
+    t = make()
+    t.create("ep", MODEL)
+    emulator.fail_next_invoke(500, "division by zero")
+    with pytest.raises(PredictionError) as info:
+        t.invoke("ep", BODY)
+    assert info.value.status == 500 and "division by zero" in info.value.message
+    with pytest.raises(InvocationError) as info:
+        t.invoke("ep", b'{"nope": 1}')
+    assert info.value.status == 400 and not isinstance(info.value, PredictionError)
+    with pytest.raises(InvocationError, match="Variant ghost"):
+        t.invoke("ep", BODY, variant="ghost")
+
+
+def test_invoke_encodes_dataframes(make):
+    import pandas as pd
+    t = make()
+    t.create("ep", MODEL)
+    frame = pd.DataFrame([[0.0] * 20] * 4, columns=[f"f{i}" for i in range(20)])
+    pred = t.invoke("ep", frame)
+    assert len(pred.predictions) == 4 and pred.variant == "primary"
+
+
+def test_list_is_paginated_and_complete(make):
+    t = make()
+    for i in range(3):
+        t.create(f"ep{i}", MODEL)
+    assert [d.name for d in t.list()] == ["ep0", "ep1", "ep2"]

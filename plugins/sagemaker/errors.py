@@ -119,9 +119,15 @@ def invocation_error(exc: BaseException, name: str) -> MldeployError:
                        status=status, error_code=code,
                        request_id=exc.response.get("ResponseMetadata", {}).get("RequestId"),
                        hint="see the endpoint's CloudWatch log /aws/sagemaker/Endpoints/" + name)
-        if is_not_found(exc) or ("Endpoint" in _message(exc) and "not found" in _message(exc)):
+        msg = _message(exc)
+        if msg.startswith("Endpoint ") and "not found" in msg:
             return DeploymentNotFoundError(f"no SageMaker endpoint named {name!r}",
                                            hint="mldeploy list --target sagemaker shows them")
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+        if code in ("ValidationError", "ValidationException") or 400 <= status < 500:
+            if code not in _ACCESS:
+                return InvocationError(f"invoke {name}: {scrub(msg, 300)}", status=status or 400,
+                                       error_code=code, hint="check the request and --variant")
     return translate(exc, f"invoke {name}")
 
 

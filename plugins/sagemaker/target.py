@@ -140,7 +140,8 @@ class SageMakerTarget(Target):
             self.delete(name, wait=True, timeout=timeout)
             current, mode = None, DeployMode.CREATE
         if current is not None and current.config_name == d.config_name:
-            self.progress(f"{name} already serves this model and config: nothing to do")
+            self.progress(f"{name} already serves this model and config")
+            self._after_success(name, d, current)  # finishes an earlier run's cleanup
             return self.get(name)
         in_use = current.model_names() if current else set()
         in_use |= {m.get("PrimaryContainer", {}).get("ModelDataUrl", "")
@@ -345,8 +346,10 @@ class SageMakerTarget(Target):
                     resources.append(Resource("s3-object", url))
                 uri = aws.model_tags(c, model["ModelArn"]).get(TAG_MODEL_URI)
             vname = pv["VariantName"]
-            variants.append(Variant(vname, float(weights.get(vname) or pv.get(
-                "InitialVariantWeight", 1.0)), uri, counts.get(vname)))
+            weight = weights.get(vname)
+            if weight is None:
+                weight = pv.get("InitialVariantWeight", 1.0)
+            variants.append(Variant(vname, float(weight), uri, counts.get(vname)))
         resources += [Resource("scalable-target", t["ResourceId"]) for t in cur.scalable.values()]
         primary = max(variants, key=lambda v: v.weight, default=None)
         url = (f"https://runtime.sagemaker.{c.region}.amazonaws.com/endpoints/{cur.name}"
