@@ -9,13 +9,14 @@ runs inside :func:`~mldeploy.plugins.sagemaker.errors.aws_errors`.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from mldeploy.errors import DeploymentNotFoundError, TargetError
+from mldeploy.errors import DeploymentNotFoundError, MldeployError, TargetError
 from mldeploy.plugins.sagemaker._resources import TAG_ENDPOINT, Current
 from mldeploy.plugins.sagemaker.errors import aws_errors, is_not_found, scrub
+from mldeploy.target import Resource
 
 SERVICES = ("sagemaker", "sagemaker-runtime", "s3", "logs", "application-autoscaling", "sts")
 SCALABLE_DIMENSION = "sagemaker:variant:DesiredInstanceCount"
@@ -243,15 +244,27 @@ def log_tail(c: Clients, name: str, lines: int) -> list[str]:
     return kept[-lines:]
 
 
-def iter_pages(c: Clients, service: str, op: str, key: str, **kw: Any) -> Iterator[dict[str, Any]]:
-    with aws_errors(f"{op}"):
-        for page in c[service].get_paginator(op).paginate(**kw):
-            yield from page.get(key, [])
+class Ledger:
+    """What this run created, undone in reverse on failure."""
 
+    def __init__(self) -> None:
+        self.items: list[Resource] = []
 
-__all__ = ["Clients", "SCALABLE_DIMENSION", "bucket_exists", "describe_endpoint", "ensure_bucket",
-           "iter_pages", "list_endpoint_names", "list_keys", "log_tail", "managed_resources",
-           "model_tags", "object_exists", "read_current", "scalable_targets", "wait_endpoint"]
+    def add(self, kind: str, rid: str) -> None:
+        self.items.append(Resource(kind, rid))
+
+    def undo(self, c: Clients, keep: set[str] = frozenset()) -> tuple[list[str], list[str]]:
+        cleaned, leftover = [], []
+        for r in reversed(self.items):
+            if r.id in keep:
+                leftover.append(str(r))
+                continue
+            try:
+                remove(c, r.kind, r.id)
+                cleaned.append(str(r))
+            except MldeployError:
+                leftover.append(str(r))
+        return cleaned, leftover
 
 
 # -- removing things (idempotent: what is already gone counts as removed) ----------------------
@@ -307,3 +320,9 @@ def register_autoscaling(c: Clients, name: str, variant: str, a: Any) -> str:
                     "PredefinedMetricType": "SageMakerVariantInvocationsPerInstance"},
                 "ScaleInCooldown": a.scale_in_cooldown, "ScaleOutCooldown": a.scale_out_cooldown})
     return rid
+
+
+__all__ = ["SCALABLE_DIMENSION", "Clients", "Ledger", "bucket_exists", "describe_endpoint",
+           "ensure_bucket", "list_endpoint_names", "list_keys", "log_tail", "managed_resources",
+           "model_tags", "object_exists", "read_current", "register_autoscaling", "remove",
+           "scalable_targets", "wait_endpoint"]

@@ -21,7 +21,7 @@ from mldeploy.plugins.sagemaker.config import (
     SageMakerConfig,
     Strategy,
 )
-from mldeploy.target import Status
+from mldeploy.target import Deployment, Resource, Status, Variant
 
 NAME_RE = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 TAG_ENDPOINT = "mldeploy:endpoint"
@@ -298,5 +298,41 @@ def update_request(cfg: SageMakerConfig, name: str, config_name: str,
     return req
 
 
+def to_deployment(cur: Current, target: str, region: str,
+                  model_uris: dict[str, str | None]) -> Deployment:
+    """The typed result for what an endpoint is made of now."""
+    resources = [Resource("endpoint", cur.arn)]
+    if cur.config.get("EndpointConfigArn"):
+        resources.append(Resource("endpoint-config", cur.config["EndpointConfigArn"]))
+    weights = {v["VariantName"]: v.get("CurrentWeight", v.get("DesiredWeight"))
+               for v in cur.variants}
+    counts = {v["VariantName"]: v.get("CurrentInstanceCount") for v in cur.variants}
+    variants = []
+    for pv in cur.config.get("ProductionVariants", []):
+        model = cur.models.get(pv["ModelName"], {})
+        uri = None
+        if model:
+            resources.append(Resource("model", model["ModelArn"]))
+            url = model.get("PrimaryContainer", {}).get("ModelDataUrl")
+            if url:
+                resources.append(Resource("s3-object", url))
+            uri = model_uris.get(pv["ModelName"])
+        vname = pv["VariantName"]
+        weight = weights.get(vname)
+        if weight is None:
+            weight = pv.get("InitialVariantWeight", 1.0)
+        variants.append(Variant(vname, float(weight), uri, counts.get(vname)))
+    resources += [Resource("scalable-target", t["ResourceId"]) for t in cur.scalable.values()]
+    primary = max(variants, key=lambda v: v.weight, default=None)
+    url = (f"https://runtime.sagemaker.{region}.amazonaws.com/endpoints/{cur.name}"
+           "/invocations")
+    return Deployment(cur.name, target, STATUS.get(cur.status, Status.UNKNOWN), url=url,
+                      model_uri=primary.model_uri if primary else None,
+                      resources=tuple(resources), variants=tuple(variants),
+                      failure_reason=cur.failure_reason,
+                      details={"arn": cur.arn, "endpoint_config": cur.config_name,
+                               "region": region, "aws_status": cur.status})
+
+
 __all__ = ["Artifact", "Current", "Desired", "STATUS", "build_desired", "check_name",
-           "derived_name", "update_request"]
+           "derived_name", "to_deployment", "update_request"]

@@ -30,6 +30,7 @@ from mldeploy.plugins.sagemaker._resources import (
     Desired,
     build_desired,
     check_name,
+    to_deployment,
     update_request,
 )
 from mldeploy.plugins.sagemaker.config import SageMakerConfig
@@ -45,34 +46,10 @@ from mldeploy.target import (
     Resource,
     Status,
     Target,
-    Variant,
     encode_payload,
 )
 
 BUSY = ("Creating", "Updating", "SystemUpdating", "RollingBack", "Deleting")
-
-
-class Ledger:
-    """What this run created, undone in reverse on failure."""
-
-    def __init__(self) -> None:
-        self.items: list[Resource] = []
-
-    def add(self, kind: str, rid: str) -> None:
-        self.items.append(Resource(kind, rid))
-
-    def undo(self, c: aws.Clients, keep: set[str] = frozenset()) -> tuple[list[str], list[str]]:
-        cleaned, leftover = [], []
-        for r in reversed(self.items):
-            if r.id in keep:
-                leftover.append(str(r))
-                continue
-            try:
-                aws.remove(c, r.kind, r.id)
-                cleaned.append(str(r))
-            except MldeployError:
-                leftover.append(str(r))
-        return cleaned, leftover
 
 
 class SageMakerTarget(Target):
@@ -146,7 +123,7 @@ class SageMakerTarget(Target):
         in_use = current.model_names() if current else set()
         in_use |= {m.get("PrimaryContainer", {}).get("ModelDataUrl", "")
                    for m in (current.models.values() if current else [])}
-        ledger = Ledger()
+        ledger = aws.Ledger()
         timeout = timeout or self.config.timeout_seconds
         try:
             self._materialise(c, d, in_use, ledger)
@@ -173,7 +150,8 @@ class SageMakerTarget(Target):
         self._after_success(name, d, current)
         return self.get(name)
 
-    def _materialise(self, c: aws.Clients, d: Desired, in_use: set[str], ledger: Ledger) -> None:
+    def _materialise(self, c: aws.Clients, d: Desired, in_use: set[str],
+                     ledger: aws.Ledger) -> None:
         """Bucket, artifact, model and endpoint config: created if absent, adopted if left over
         by an earlier run (exists but serves nothing), kept out of the ledger if serving."""
         sm = c["sagemaker"]
@@ -213,7 +191,7 @@ class SageMakerTarget(Target):
                                  poll=self.config.poll_interval_seconds, report=report,
                                  done=lambda ep: ep["EndpointStatus"] not in BUSY)
 
-    def _fail(self, mode: DeployMode, name: str, exc: BaseException, ledger: Ledger,
+    def _fail(self, mode: DeployMode, name: str, exc: BaseException, ledger: aws.Ledger,
               current: Current | None, d: Desired) -> BaseException:
         c = self._c()
         timed_out = isinstance(exc, TimeoutError)
@@ -329,37 +307,9 @@ class SageMakerTarget(Target):
         return self._deployment(c, cur)
 
     def _deployment(self, c: aws.Clients, cur: Current) -> Deployment:
-        resources = [Resource("endpoint", cur.arn)]
-        if cur.config.get("EndpointConfigArn"):
-            resources.append(Resource("endpoint-config", cur.config["EndpointConfigArn"]))
-        weights = {v["VariantName"]: v.get("CurrentWeight", v.get("DesiredWeight"))
-                   for v in cur.variants}
-        counts = {v["VariantName"]: v.get("CurrentInstanceCount") for v in cur.variants}
-        variants = []
-        for pv in cur.config.get("ProductionVariants", []):
-            model = cur.models.get(pv["ModelName"], {})
-            uri = None
-            if model:
-                resources.append(Resource("model", model["ModelArn"]))
-                url = model.get("PrimaryContainer", {}).get("ModelDataUrl")
-                if url:
-                    resources.append(Resource("s3-object", url))
-                uri = aws.model_tags(c, model["ModelArn"]).get(TAG_MODEL_URI)
-            vname = pv["VariantName"]
-            weight = weights.get(vname)
-            if weight is None:
-                weight = pv.get("InitialVariantWeight", 1.0)
-            variants.append(Variant(vname, float(weight), uri, counts.get(vname)))
-        resources += [Resource("scalable-target", t["ResourceId"]) for t in cur.scalable.values()]
-        primary = max(variants, key=lambda v: v.weight, default=None)
-        url = (f"https://runtime.sagemaker.{c.region}.amazonaws.com/endpoints/{cur.name}"
-               "/invocations")
-        return Deployment(cur.name, self.name, STATUS.get(cur.status, Status.UNKNOWN), url=url,
-                          model_uri=primary.model_uri if primary else None,
-                          resources=tuple(resources), variants=tuple(variants),
-                          failure_reason=cur.failure_reason,
-                          details={"arn": cur.arn, "endpoint_config": cur.config_name,
-                                   "region": c.region, "aws_status": cur.status})
+        uris = {m: aws.model_tags(c, d["ModelArn"]).get(TAG_MODEL_URI)
+                for m, d in cur.models.items()}
+        return to_deployment(cur, self.name, c.region, uris)
 
     def list(self) -> list[Deployment]:
         c = self._c()
