@@ -60,8 +60,10 @@ class Clients:
         return self.session.region_name
 
     def account_id(self) -> str:
-        with aws_errors("find the AWS account"):
-            return self["sts"].get_caller_identity()["Account"]
+        if "account" not in self._made:
+            with aws_errors("find the AWS account"):
+                self._made["account"] = self["sts"].get_caller_identity()["Account"]
+        return self._made["account"]
 
 
 def describe_endpoint(c: Clients, name: str) -> dict[str, Any] | None:

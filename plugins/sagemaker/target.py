@@ -118,8 +118,7 @@ class SageMakerTarget(Target):
             current, mode = None, DeployMode.CREATE
         if current is not None and current.config_name == d.config_name:
             self.progress(f"{name} already serves this model and config")
-            self._after_success(name, d, current)  # finishes an earlier run's cleanup
-            return self.get(name)
+            return self._after_success(name, d, current)  # finishes an earlier run's cleanup
         in_use = current.model_names() if current else set()
         in_use |= {m.get("PrimaryContainer", {}).get("ModelDataUrl", "")
                    for m in (current.models.values() if current else [])}
@@ -147,8 +146,7 @@ class SageMakerTarget(Target):
                 raise _Failed(reason)
         except BaseException as exc:
             raise self._fail(mode, name, exc, ledger, current, d) from None
-        self._after_success(name, d, current)
-        return self.get(name)
+        return self._after_success(name, d, current)
 
     def _materialise(self, c: aws.Clients, d: Desired, in_use: set[str],
                      ledger: aws.Ledger) -> None:
@@ -228,7 +226,7 @@ class SageMakerTarget(Target):
                                          leftover=leftover)
         return exc  # a bug of ours: let it surface (after cleaning up)
 
-    def _after_success(self, name: str, d: Desired, current: Current | None) -> None:
+    def _after_success(self, name: str, d: Desired, current: Current | None) -> Deployment:
         c = self._c()
         if self.config.autoscaling is not None:
             aws.register_autoscaling(c, name, d.variant, self.config.autoscaling)
@@ -236,13 +234,18 @@ class SageMakerTarget(Target):
                           f"-{self.config.autoscaling.max_capacity} instances")
         if self.config.weights:
             self.traffic(name, self.config.weights)
-        self._collect_garbage(name)
+        live = aws.read_current(c, name)
+        if current is not None:  # a create adopted any same-named leftovers in its ledger
+            self._collect_garbage(name, live)
+        return self._deployment(c, live)
 
-    def _collect_garbage(self, name: str) -> tuple[list[Resource], list[Resource]]:
+    def _collect_garbage(self, name: str, live: Current | None = None,
+                         ) -> tuple[list[Resource], list[Resource]]:
         """Remove mldeploy's models, configs and artifacts for ``name`` that serve nothing."""
         c = self._c()
-        ep = aws.describe_endpoint(c, name)
-        live = aws.read_current(c, name, ep) if ep else None
+        if live is None:
+            ep = aws.describe_endpoint(c, name)
+            live = aws.read_current(c, name, ep) if ep else None
         in_use_models = live.model_names() if live else set()
         in_use_cfg = {live.config_name} if live else set()
         urls = {m.get("PrimaryContainer", {}).get("ModelDataUrl") for m in
