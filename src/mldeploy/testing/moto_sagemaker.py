@@ -51,7 +51,7 @@ class SageMakerEmulator:
         self.deleting_seconds = deleting_seconds
         self.strict = strict
         self.responder = responder or default_responder
-        self.update_requests: list[dict[str, Any]] = []
+        self.update_requests: list[dict[str, Any]] = []  # the UpdateEndpoint calls accepted
         self._fail_create: tuple[str, list[str]] | None = None
         self._fail_update: tuple[str, list[str]] | None = None
         self._fail_invoke: tuple[int, str] | None = None
@@ -272,9 +272,6 @@ class SageMakerEmulator:
         from moto.sagemaker.models import FakeEndpoint, ValidationError
 
         self._advance(backend)
-        self.update_requests.append({"EndpointName": name, "EndpointConfigName": config_name,
-                                     "RetainAllVariantProperties": retain,
-                                     "DeploymentConfig": deployment_config})
         ep = backend.endpoints.get(name)
         if ep is None:
             arn = FakeEndpoint.arn_formatter(name, backend.account_id, backend.region_name)
@@ -291,6 +288,9 @@ class SageMakerEmulator:
         if not old_serverless and any("ServerlessConfig" in v for v in new.production_variants):
             raise ValidationError(message="Cannot update an endpoint from instance-based to "
                                           "serverless.")
+        self.update_requests.append({"EndpointName": name, "EndpointConfigName": config_name,
+                                     "RetainAllVariantProperties": retain,
+                                     "DeploymentConfig": deployment_config})
         fail, self._fail_update = self._fail_update, None
         hang, self._hang_update = self._hang_update, False
         ep.endpoint_status, ep.failure_reason = "Updating", None
