@@ -473,3 +473,80 @@ def test_list_is_paginated_and_complete(make):
     for i in range(3):
         t.create(f"ep{i}", MODEL)
     assert [d.name for d in t.list()] == ["ep0", "ep1", "ep2"]
+
+
+# -- the CLI, through the real registry and the error bridge --------------------------------------
+
+
+def run_cli(capsys, *args):
+    from mldeploy.cli import main
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as exc:
+        code = exc.code or 0
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_cli_end_to_end(emulator, session, capsys, monkeypatch, model2):
+    from mldeploy.plugins.sagemaker import _client
+
+    regions = []
+
+    def create(region, assume_role_arn=None):  # the shared session: parsed models are cached
+        regions.append(region)
+        return _client.Clients(session)
+    monkeypatch.setattr(_client.Clients, "create", staticmethod(create))
+    conf = ["-C", f"execution_role_arn={ROLE}", "-C", f"image_uri={IMAGE}", "-C",
+            f"bucket={BUCKET}", "-C", "poll_interval_seconds=0.01"]
+    t = ["--target", "sagemaker:/us-east-1", "--name", "cli-ep"]
+    code, out, err = run_cli(capsys, "deploy", *t, "-m", MODEL, *conf)
+    assert code == 0, err
+    assert json.loads(out)["status"] == "ready" and "cli-ep: InService" in err
+    code, out, err = run_cli(capsys, "get", *t)
+    assert json.loads(out)["model_uri"] == MODEL
+    code, out, _ = run_cli(capsys, "list", "--target", "sagemaker:/us-east-1")
+    assert [d["name"] for d in json.loads(out)] == ["cli-ep"]
+    code, out, _ = run_cli(capsys, "invoke", *t, "--data", BODY.decode())
+    assert len(json.loads(out)) == ROWS
+    emulator.fail_next_update("health check failed")
+    code, out, err = run_cli(capsys, "deploy", *t, "-m", model2, "--mode", "replace", *conf)
+    assert code == 1 and out == ""
+    (line,) = err.strip().splitlines()[-1:]
+    assert line.startswith("error: replace of cli-ep failed: health check failed")
+    assert "still serving" in line and "Traceback" not in err
+    code, _, err = run_cli(capsys, "deploy", *t, "-m", MODEL, "-C", "instance_cout=2")
+    assert code == 2 and "did you mean 'instance_count'" in err
+    code, _, err = run_cli(capsys, "deploy", *t, "-m", MODEL, *conf)
+    assert code == 2 and "already exists" in err
+    code, _, err = run_cli(capsys, "deploy", "--target", "sagemakr", "--name", "x", "-m", MODEL)
+    assert code == 2 and "did you mean 'sagemaker'" in err
+    code, out, _ = run_cli(capsys, "delete", *t)
+    assert json.loads(out)["existed"] is True
+    code, out, _ = run_cli(capsys, "delete", *t)
+    assert json.loads(out)["existed"] is False
+    code, _, err = run_cli(capsys, "get", *t)
+    assert code == 1 and "no SageMaker endpoint named 'cli-ep'" in err
+    assert set(regions) == {"us-east-1"}
+
+
+def test_region_comes_from_spec_then_config_and_missing_region_is_clear(emulator, monkeypatch):
+    from mldeploy.errors import ConfigError as CE
+    from mldeploy.plugins.sagemaker._client import Clients
+    from mldeploy.registry import get_target
+
+    monkeypatch.delenv("AWS_DEFAULT_REGION", raising=False)
+    monkeypatch.delenv("AWS_REGION", raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
+    with pytest.raises(CE, match="no AWS region") as info:
+        get_target("sagemaker", BASE).list()
+    assert "sagemaker:/REGION" in info.value.hint
+    t = get_target("sagemaker:/eu-west-1", {**BASE, "region_name": "us-east-1"})
+    t.list()
+    assert t.clients.region == "eu-west-1"
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    c = Clients.create("us-east-1", "arn:aws:iam::123456789012:role/deployer")
+    creds = c.session.get_credentials()
+    assert creds.access_key != "testing" and creds.token  # temporary credentials of the role
