@@ -402,38 +402,7 @@ def _error(status: int, code: str, message: str, **extra: Any) -> tuple[int, dic
 
 
 
-def sagemaker_inventory(session: Any) -> set[str]:
-    """Every resource a SageMaker deployment can leave behind, as the ids mldeploy reports:
-    endpoint / endpoint-config / model ARNs, ``s3://bucket[/key]`` and autoscaling resource ids.
-    For checking that a run left exactly what it should (before/after comparisons)."""
-    sm, s3 = session.client("sagemaker"), session.client("s3")
-    out: set[str] = set()
-    for op, key, arn in (("list_endpoints", "Endpoints", "EndpointArn"),
-                         ("list_endpoint_configs", "EndpointConfigs", "EndpointConfigArn"),
-                         ("list_models", "Models", "ModelArn")):
-        for page in sm.get_paginator(op).paginate():
-            out |= {item[arn] for item in page.get(key, [])}
-    for bucket in s3.list_buckets().get("Buckets", []):
-        out.add(f"s3://{bucket['Name']}")
-        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket["Name"]):
-            out |= {f"s3://{bucket['Name']}/{o['Key']}" for o in page.get("Contents", [])}
-    aas = session.client("application-autoscaling")
-    for page in aas.get_paginator("describe_scalable_targets").paginate(
-            ServiceNamespace="sagemaker"):
-        out |= {t["ResourceId"] for t in page.get("ScalableTargets", [])}
-    return out
-SERVICES = ("sagemaker", "sagemaker-runtime", "s3", "logs", "application-autoscaling", "sts",
-            "iam")
 
+from mldeploy.testing.aws import reset_backends, sagemaker_inventory  # noqa: E402
 
-def reset_backends(services: tuple[str, ...] = SERVICES) -> None:
-    """Empty moto's backends of the services a SageMaker deployment uses (much cheaper than
-    restarting ``mock_aws``, which resets every service)."""
-    from moto.backends import get_backend
-
-    for service in services:
-        get_backend(service).reset()  # type: ignore[call-overload]
-
-
-__all__ = ["SERVICES", "SageMakerEmulator", "default_responder", "reset_backends",
-           "sagemaker_inventory"]
+__all__ = ["SageMakerEmulator", "default_responder", "reset_backends", "sagemaker_inventory"]
