@@ -46,8 +46,14 @@ def emulator_env(endpoint_url: str | None = None, *, region: str = "us-east-1",
     if endpoint_url:
         env["AWS_ENDPOINT_URL"] = endpoint_url
     for service, url in (per_service or {}).items():
-        env["AWS_ENDPOINT_URL_" + service.upper().replace("-", "_")] = url
+        env["AWS_ENDPOINT_URL_" + _SERVICE_IDS.get(service, service.upper().replace("-", "_"))
+            ] = url
     return env
+
+
+# boto3 client names whose AWS_ENDPOINT_URL_<ID> suffix is not simply their upper-cased name
+_SERVICE_IDS = {"sagemaker-runtime": "SAGEMAKER_RUNTIME",
+                "application-autoscaling": "APPLICATION_AUTO_SCALING", "logs": "CLOUDWATCH_LOGS"}
 
 
 def apply_env(monkeypatch: Any, env: dict[str, str]) -> None:
