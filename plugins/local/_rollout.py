@@ -1,0 +1,209 @@
+"""The steps a local deploy is made of: the model's image, a new variant container that must
+answer ``/ping``, the switch of the gateway's routes, the drain and stop of the old containers —
+and the ledger that undoes a failed run.
+
+The ledger records each thing as it is made (a container name before ``docker run``, the state
+it replaced before the switch, a gateway it started), so undoing it removes exactly what this run
+created and puts the previous routes back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from mldeploy.errors import MldeployError, TargetError
+from mldeploy.plugins.local import _gateway_ctl as gw
+from mldeploy.plugins.local._client import ContainerSpec, Engine, Unhealthy, free_port
+from mldeploy.plugins.local._resources import (
+    LABEL,
+    container_labels,
+    container_name,
+    image_tag,
+)
+from mldeploy.plugins.local._state import EndpointState, StateStore, VariantState
+from mldeploy.plugins.local.config import LocalConfig, memory_bytes
+
+Say = Callable[[str], None]
+
+
+class StartFailed(Exception):
+    """A new container never got healthy: its name, why, and the tail of its log."""
+
+    def __init__(self, container: str, reason: str, logs: str) -> None:
+        super().__init__(reason)
+        self.container, self.reason, self.logs = container, reason, logs
+
+
+@dataclass
+class Ledger:
+    containers: list[str] = field(default_factory=list)
+    created_state: bool = False
+    restore: EndpointState | None = None  # the routes to put back if the switch failed
+    gateway: EndpointState | None = None  # a gateway this run started
+
+    @property
+    def empty(self) -> bool:
+        return not (self.containers or self.created_state or self.gateway or self.restore)
+
+    def undo(self, engine: Engine, store: StateStore, name: str) -> tuple[list[str], list[str]]:
+        cleaned: list[str] = []
+        leftover: list[str] = []
+        if self.gateway is not None:
+            gw.stop(self.gateway)
+            cleaned.append(f"gateway {self.gateway.url}")
+        if self.restore is not None:
+            store.save(self.restore)
+            if self.gateway is None and gw.status(self.restore) is not None:
+                try:
+                    gw.reload(self.restore)
+                except TargetError:
+                    leftover.append(f"routes of the gateway {self.restore.url} (re-run replace)")
+        elif self.created_state:
+            store.remove(name)
+        for cname in reversed(self.containers):
+            try:
+                engine.remove(cname, stop_timeout=0)
+                cleaned.append(f"container {cname}")
+            except MldeployError:
+                leftover.append(f"container {cname}")
+        return cleaned, leftover
+
+
+def limits(config: LocalConfig, previous: dict[str, object] | None) -> dict[str, object]:
+    """memory/cpus/workers of new containers: the config's, else the endpoint's current ones."""
+    prev = previous or {}
+    return {
+        "memory": config.memory if config.memory is not None else prev.get("memory"),
+        "cpus": config.cpus if config.cpus is not None else prev.get("cpus"),
+        "workers": config.resolved_workers() or prev.get("workers"),
+    }
+
+
+def ensure_image(engine: Engine, config: LocalConfig, model_uri: str,
+                 say: Say) -> tuple[str, str]:
+    """The image to run: ``config.image`` as it is, else the model's content-hashed image,
+    built once (``config.rebuild`` forces a build). Returns (reference, image id)."""
+    if config.image:
+        iid = engine.image_id(config.image)
+        if iid is None:
+            from mldeploy.errors import ConfigError
+
+            raise ConfigError(f"image {config.image!r} is not on the local Docker engine",
+                              hint="build or load it first, or drop -C image to build one")
+        return config.image, iid
+    from mldeploy.model_uri import resolve_model_uri
+
+    model_dir = resolve_model_uri(model_uri)
+    tag = image_tag(model_dir, engine=config.engine, base_image=config.base_image)
+    iid = None if config.rebuild else engine.image_id(tag)
+    if iid is not None:
+        say(f"image {tag} is built already")
+        return tag, iid
+    say(f"building image {tag}")
+    options: dict[str, object] = {"engine": config.engine, "labels": {LABEL: "1"}}
+    if config.base_image:
+        options["base_image"] = config.base_image
+    return tag, engine.build(str(model_dir), tag, log=say, **options)
+
+
+def start_variant(engine: Engine, config: LocalConfig, *, home: str, endpoint: str,
+                  variant: str, model_uri: str, weight: float, image: tuple[str, str],
+                  lim: dict[str, object], ledger: Ledger, timeout: float, say: Say) -> VariantState:
+    """Run a container of ``image`` for ``variant`` and wait for its ``/ping``; raise
+    :class:`StartFailed` (with the log tail) if it never gets healthy. A port taken between
+    picking and binding it is retried once on another port."""
+    ref, iid = image
+    memory = lim.get("memory")
+    cpus = lim.get("cpus")
+    workers = lim.get("workers")
+    for attempt in (0, 1):
+        port = free_port()
+        cname = container_name(endpoint, variant)
+        spec = ContainerSpec(
+            name=cname, image=ref, port=port, env=dict(config.env),
+            labels=container_labels(home, endpoint, variant, model_uri),
+            memory=memory_bytes(str(memory)) if memory else None,
+            cpus=float(cpus) if cpus else None,  # type: ignore[arg-type]
+            workers=int(workers) if workers else None)  # type: ignore[call-overload]
+        say(f"starting {cname} ({ref}) on 127.0.0.1:{port}")
+        ledger.containers.append(cname)
+        engine.run(spec)
+        try:
+            engine.wait_healthy(cname, port, timeout,
+                                tick=lambda s, c=cname: say(f"waiting for {c} /ping ({s:.0f} s)"))
+        except Unhealthy as exc:
+            logs = engine.logs(cname, config.log_lines)
+            if attempt == 0 and "address already in use" in logs.lower():
+                engine.remove(cname, stop_timeout=0)
+                ledger.containers.remove(cname)
+                continue
+            raise StartFailed(cname, exc.reason, logs) from None
+        say(f"{cname} is healthy")
+        return VariantState(name=variant, model_uri=model_uri, image=ref, container=cname,
+                            port=port, weight=weight, image_id=iid, created=time.time())
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def switch(store: StateStore, old: EndpointState | None, new: EndpointState,
+           ledger: Ledger, say: Say) -> EndpointState:
+    """Make ``new`` the served state: save it and reload the gateway, or start the gateway if
+    none runs (first deploy, or after a restart: on the same port when it is free)."""
+    if old is not None:
+        ledger.restore = dataclasses.replace(old, generation=new.generation + 1)
+    else:
+        ledger.created_state = True
+    store.save(new)
+    if old is not None and gw.status(old) is not None:
+        gw.reload(new)
+        say(f"gateway {new.url} switched to generation {new.generation}")
+        return new
+    try:
+        port, pid = gw.start(new, store.path(new.name), store.log_path(new.name))
+    except TargetError:
+        if not new.port or old is None:
+            raise
+        say(f"port {new.port} is taken; starting the gateway on a free port")
+        new = dataclasses.replace(new, port=0)
+        store.save(new)
+        port, pid = gw.start(new, store.path(new.name), store.log_path(new.name))
+    new = dataclasses.replace(new, port=port, gateway_pid=pid)
+    ledger.gateway = new
+    store.save(new)
+    gw.wait_ready(new)
+    say(f"gateway listening on {new.url}")
+    return new
+
+
+def retire(engine: Engine, state: EndpointState, containers: list[str], *, drain: float,
+           stop_timeout: int, say: Say) -> list[str]:
+    """Wait until the gateway has no request in flight to ``containers`` (at most ``drain``
+    seconds), then stop and remove them. Returns the ones that could not be removed."""
+    if not containers:
+        return []
+    deadline = time.monotonic() + drain
+    while True:
+        status = gw.status(state)
+        busy = {c: n for c, n in ((status or {}).get("inflight") or {}).items()
+                if c in containers and n}
+        if not busy:
+            break
+        if time.monotonic() > deadline:
+            say(f"drain timed out with requests in flight: {busy}")
+            break
+        time.sleep(0.05)
+    failed = []
+    for cname in containers:
+        try:
+            engine.remove(cname, stop_timeout=stop_timeout)
+            say(f"stopped and removed {cname}")
+        except MldeployError as exc:
+            say(f"could not remove {cname}: {exc}")
+            failed.append(cname)
+    return failed
+
+
+__all__ = ["Ledger", "StartFailed", "ensure_image", "limits", "retire", "start_variant",
+           "switch"]

@@ -1,0 +1,328 @@
+"""The gateway of one local endpoint: a small asyncio HTTP/1.1 server on 127.0.0.1 (by default).
+
+Run as ``python -m mldeploy.plugins.local.gateway --state NAME.json`` (the target starts it; it
+detaches and prints ``READY PORT PID`` once it listens). Routes:
+
+``POST /invocations``                    the model, in the serving container's own protocol
+``POST /endpoints/{name}/invocations``   SageMaker runtime's InvokeEndpoint, so boto3's
+                                          ``sagemaker-runtime`` client works against it
+``GET /ping``                            200 while at least one variant takes traffic
+``GET /-/status``, ``POST /-/reload``, ``POST /-/shutdown``
+                                          control, for the target only (``X-Mldeploy-Token``)
+
+Each request goes to one variant: the one named by ``X-Amzn-SageMaker-Target-Variant``, else
+by smooth weighted round robin (exact shares, no randomness). Upstream connections are kept alive
+and pooled per container. ``reload`` re-reads the state file and switches routes atomically;
+requests already sent to a container that left the routes finish there, and ``/-/status``
+counts them so the target can drain it before stopping it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hmac
+import json
+import os
+import signal
+import socket
+import sys
+import time
+import uuid
+from pathlib import Path
+
+from mldeploy.plugins.local import _wire as wire
+from mldeploy.plugins.local._http import (
+    HttpError,
+    Request,
+    Upstream,
+    UpstreamError,
+    read_request,
+    render,
+)
+from mldeploy.plugins.local._state import EndpointState
+
+_FORWARD = (b"content-type", b"accept", b"x-amzn-sagemaker-custom-attributes",
+            b"x-amzn-sagemaker-inference-id", b"x-request-id")
+_RETURN = {b"x-request-id": b"X-Request-Id",
+           b"x-amzn-sagemaker-custom-attributes": b"X-Amzn-SageMaker-Custom-Attributes"}
+_TARGET_VARIANT = b"x-amzn-sagemaker-target-variant"
+_TOKEN = b"x-mldeploy-token"
+_timeout = getattr(asyncio, "timeout", None)
+
+
+def log(message: str) -> None:
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+    print(f"{stamp} gateway[{os.getpid()}] {message}", file=sys.stderr, flush=True)
+
+
+class Router:
+    """Variants -> upstreams, and the smooth weighted round robin over those with weight > 0."""
+
+    def __init__(self, variants: dict[str, Upstream], weights: dict[str, float]) -> None:
+        self.variants = variants
+        self._names = [v for v in variants if weights.get(v, 0.0) > 0]
+        self._weights = [weights[v] for v in self._names]
+        self._current = [0.0] * len(self._names)
+        self._total = sum(self._weights)
+
+    @property
+    def serving(self) -> bool:
+        return bool(self._names)
+
+    def pick(self) -> Upstream | None:
+        if not self._names:
+            return None
+        if len(self._names) == 1:
+            return self.variants[self._names[0]]
+        current, weights = self._current, self._weights
+        best = 0
+        for i, w in enumerate(weights):
+            current[i] += w
+            if current[i] > current[best]:
+                best = i
+        current[best] -= self._total
+        return self.variants[self._names[best]]
+
+
+class Gateway:
+    def __init__(self, state_path: Path) -> None:
+        self.state_path = Path(state_path)
+        self.upstreams: dict[str, Upstream] = {}
+        self.router = Router({}, {})
+        self.requests = 0
+        self.generation = 0
+        self.stopping: asyncio.Event | None = None
+        self.state = self._read()
+
+    def _read(self) -> EndpointState:
+        return EndpointState.from_json(self.state_path.read_text(), str(self.state_path))
+
+    @property
+    def name(self) -> str:
+        return self.state.name
+
+    def reload(self) -> int:
+        """Re-read the state file and switch to its routes (one assignment: atomic for the
+        event loop). Containers that left are retired: idle connections closed, in-flight kept."""
+        state = self._read()
+        variants: dict[str, Upstream] = {}
+        for v in state.variants:
+            up = self.upstreams.get(v.container)
+            if up is None or (up.host, up.port) != ("127.0.0.1", v.port):
+                up = Upstream(v.container, v.name, "127.0.0.1", v.port)
+            up.variant, up.retired = v.name, False
+            variants[v.name] = up
+        keep = {up.key for up in variants.values()}
+        for key, up in list(self.upstreams.items()):
+            if key not in keep:
+                up.retired = True
+                up.close_idle()
+        self.upstreams.update({up.key: up for up in variants.values()})
+        self._forget_drained()
+        self.state = state
+        self.router = Router(variants, {v.name: v.weight for v in state.variants})
+        self.generation = state.generation
+        log(f"routes generation {state.generation}: "
+            + (", ".join(f"{v.name}={v.weight:g}->{v.container}" for v in state.variants)
+               or "none"))
+        return self.generation
+
+    def _forget_drained(self) -> None:
+        for key in [k for k, up in self.upstreams.items() if up.retired and not up.inflight]:
+            del self.upstreams[key]
+
+    def status(self) -> dict[str, object]:
+        self._forget_drained()
+        return {
+            "name": self.name, "pid": os.getpid(), "generation": self.generation,
+            "requests": self.requests,
+            "variants": {n: {"container": up.key, "inflight": up.inflight}
+                         for n, up in self.router.variants.items()},
+            "inflight": {k: up.inflight for k, up in self.upstreams.items()},
+        }
+
+    # -- connections ------------------------------------------------------------------------------
+
+    async def serve_connection(self, reader: asyncio.StreamReader,
+                               writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                try:
+                    req = await read_request(reader, writer)
+                except HttpError as exc:
+                    status, headers, body = wire.gateway_error(exc.status, "BAD_REQUEST",
+                                                               exc.message)
+                    writer.write(render(status, headers, body, False))
+                    break
+                if req is None:
+                    break
+                status, headers, body = await self.dispatch(req)
+                keep = req.keep_alive and not (self.stopping and self.stopping.is_set())
+                writer.write(render(status, headers, body, keep))
+                if writer.transport.get_write_buffer_size() > 65536:
+                    await writer.drain()
+                if not keep:
+                    break
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    async def dispatch(self, req: Request) -> tuple[int, dict[bytes, bytes], bytes]:
+        path = req.path.split(b"?", 1)[0]
+        if path == b"/invocations":
+            if req.method != b"POST":
+                return wire.gateway_error(405, "METHOD_NOT_ALLOWED", "use POST /invocations")
+            return await self.invoke(req, None)
+        if path.startswith(b"/endpoints/") and path.endswith(b"/invocations"):
+            endpoint = path[len(b"/endpoints/"):-len(b"/invocations")].decode("utf-8", "replace")
+            return await self.invoke(req, endpoint)
+        if path == b"/ping":
+            return (200 if self.router.serving else 503), {b"Content-Type": wire.JSON}, b"{}"
+        if path.startswith(b"/-/"):
+            return self.control(req, path)
+        return wire.gateway_error(404, "NOT_FOUND",
+                                  "use POST /invocations or POST /endpoints/NAME/invocations")
+
+    def control(self, req: Request, path: bytes) -> tuple[int, dict[bytes, bytes], bytes]:
+        token = req.headers.get(_TOKEN, b"")
+        if not hmac.compare_digest(token, self.state.token.encode()):
+            return wire.gateway_error(403, "FORBIDDEN", "control requests need the token")
+        try:
+            if path == b"/-/status" and req.method == b"GET":
+                pass
+            elif path == b"/-/reload" and req.method == b"POST":
+                self.reload()
+            elif path == b"/-/shutdown" and req.method == b"POST":
+                log("shutdown requested")
+                if self.stopping is not None:
+                    asyncio.get_running_loop().call_soon(self.stopping.set)
+            else:
+                return wire.gateway_error(404, "NOT_FOUND", "unknown control request")
+        except Exception as exc:  # a bad state file: keep the old routes serving
+            log(f"control {path.decode()} failed: {exc}")
+            return wire.gateway_error(500, "INTERNAL_ERROR", str(exc)[:500])
+        return 200, {b"Content-Type": wire.JSON}, json.dumps(self.status()).encode()
+
+    # -- invocations ------------------------------------------------------------------------------
+
+    async def invoke(self, req: Request,
+                     endpoint: str | None) -> tuple[int, dict[bytes, bytes], bytes]:
+        sm = endpoint is not None
+        rid = req.headers.get(b"x-request-id", b"").decode() or uuid.uuid4().hex
+        if sm and endpoint != self.name:
+            return wire.endpoint_not_found(endpoint or "", rid)
+        wanted = req.headers.get(_TARGET_VARIANT)
+        if wanted:
+            up = self.router.variants.get(wanted.decode("utf-8", "replace"))
+            if up is None:
+                name = wanted.decode("utf-8", "replace")
+                if sm:
+                    return wire.variant_not_found(self.name, name, rid)
+                return wire.gateway_error(400, "BAD_REQUEST", f"endpoint {self.name!r} has no "
+                                          f"variant {name!r}", rid)
+        else:
+            up = self.router.pick()
+            if up is None:
+                msg = f"endpoint {self.name} has no variant with a traffic weight above 0"
+                return wire.unavailable(msg, rid) if sm else wire.gateway_error(
+                    503, "MODEL_NOT_READY", msg, rid)
+        self.requests += 1
+        head = [b"POST /invocations HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n" % up.port]
+        headers = req.headers
+        for name in _FORWARD:
+            value = headers.get(name)
+            if value is not None:
+                head.append(name + b": " + value + b"\r\n")
+        if b"x-request-id" not in headers:
+            head.append(b"x-request-id: " + rid.encode() + b"\r\n")
+        up.inflight += 1
+        try:
+            if _timeout is not None:
+                async with _timeout(self.state.upstream_timeout):
+                    resp = await up.exchange(b"".join(head), req.body)
+            else:  # pragma: no cover - Python 3.10
+                resp = await asyncio.wait_for(up.exchange(b"".join(head), req.body),
+                                              self.state.upstream_timeout)
+        except (TimeoutError, asyncio.TimeoutError):
+            log(f"{up.key} did not answer within {self.state.upstream_timeout:g} s (rid {rid})")
+            if sm:
+                return wire.model_timeout(up.variant, up.key, rid)
+            return wire.gateway_error(504, "REQUEST_TIMEOUT", f"variant {up.variant} did not "
+                                      f"answer within {self.state.upstream_timeout:g} s", rid)
+        except UpstreamError as exc:
+            log(f"{exc} (rid {rid})")
+            msg = f"variant {up.variant} is not reachable"
+            return wire.unavailable(msg, rid) if sm else wire.gateway_error(
+                502, "UPSTREAM_UNAVAILABLE", msg, rid)
+        finally:
+            up.inflight -= 1
+            if up.retired and not up.inflight:
+                self.upstreams.pop(up.key, None)
+        if sm and resp.status >= 400:
+            return wire.model_error(up.variant, up.key, resp.status, resp.body, rid)
+        out = {b"Content-Type": resp.headers.get(b"content-type", wire.JSON),
+               wire.VARIANT_HEADER: up.variant.encode()}
+        for name, title in _RETURN.items():
+            value = resp.headers.get(name)
+            if value is not None:
+                out[title] = value
+        if sm:
+            out[b"x-amzn-RequestId"] = resp.headers.get(b"x-request-id", rid.encode())
+        return resp.status, out, resp.body
+
+
+async def serve(gateway: Gateway, sock: socket.socket, stop: asyncio.Event | None = None) -> None:
+    """Serve on the bound ``sock`` until ``stop`` is set (or SIGTERM/SIGINT in the main thread),
+    then let requests in flight finish (at most the upstream timeout)."""
+    gateway.stopping = stop or asyncio.Event()
+    gateway.reload()
+    server = await asyncio.start_server(gateway.serve_connection, sock=sock, limit=64 * 1024)
+    loop = asyncio.get_running_loop()
+    try:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, gateway.stopping.set)
+    except (RuntimeError, ValueError):  # not the main thread (in-process tests)
+        pass
+    log(f"serving {gateway.name} on {sock.getsockname()[0]}:{sock.getsockname()[1]}")
+    await gateway.stopping.wait()
+    server.close()
+    deadline = time.monotonic() + gateway.state.upstream_timeout
+    while any(up.inflight for up in gateway.upstreams.values()) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    for up in gateway.upstreams.values():
+        up.close_idle()
+    log("stopped")
+
+
+def bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    return socket.create_server((host, port), family=family, backlog=1024)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mldeploy.plugins.local.gateway")
+    parser.add_argument("--state", required=True, help="the endpoint's state file")
+    parser.add_argument("--foreground", action="store_true", help="do not detach")
+    args = parser.parse_args(argv)
+    try:
+        gateway = Gateway(Path(args.state))
+        sock = bind(gateway.state.host, gateway.state.port)
+    except Exception as exc:  # reported to the target through the log and the exit code
+        log(f"cannot start: {exc}")
+        return 2
+    if not args.foreground and os.fork() != 0:
+        os._exit(0)  # the parent: the target waits for it, so the gateway is never a zombie
+    if not args.foreground:
+        os.setsid()
+    print(f"READY {sock.getsockname()[1]} {os.getpid()}", flush=True)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.close(devnull)
+    asyncio.run(serve(gateway, sock))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
