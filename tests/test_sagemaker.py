@@ -550,3 +550,41 @@ def test_region_comes_from_spec_then_config_and_missing_region_is_clear(emulator
     c = Clients.create("us-east-1", "arn:aws:iam::123456789012:role/deployer")
     creds = c.session.get_credentials()
     assert creds.access_key != "testing" and creds.token  # temporary credentials of the role
+
+
+def test_cleanup_that_cannot_finish_names_what_is_left(make, emulator, session, model2):
+    t = make()
+    t.create("ep", MODEL)
+    plan = t.plan(DeployMode.REPLACE, "ep", model2)
+    (new_model,) = [c.resource.id for c in plan.changes
+                    if c.action is Action.CREATE and c.resource.kind == "model"]
+    emulator.refuse_deletes(new_model)
+    emulator.fail_next_update("rolled back")
+    with pytest.raises(DeploymentFailedError) as info:
+        t.replace("ep", model2)
+    err = info.value
+    assert len(err.leftover) == 1 and err.leftover[0].startswith("model arn:aws:sagemaker:")
+    assert err.leftover[0].endswith(f"model/{new_model}") and new_model in err.hint
+    assert {c.split()[0] for c in err.cleaned} == {"endpoint-config", "s3-object"}
+    assert t.get("ep").model_uri == MODEL
+
+
+def test_autoscaled_variant_keeps_its_instance_type(make, session, model2):
+    make(autoscaling={"max_capacity": 3}).create("ep", MODEL)
+    before = sagemaker_inventory(session)
+    with pytest.raises(UsageError, match="autoscaled") as info:
+        make(instance_type="ml.c5.large").replace("ep", model2)
+    assert "endpoint/ep/variant/primary" in info.value.hint
+    assert sagemaker_inventory(session) == before
+
+
+def test_model_in_image_uploads_nothing(make, session):
+    dep = make(model_in_image=True).create("ep", MODEL)
+    assert [r for r in dep.resources if r.kind == "s3-object"] == []
+    sm = session.client("sagemaker")
+    cfg = sm.describe_endpoint_config(EndpointConfigName=dep.details["endpoint_config"])
+    model = sm.describe_model(ModelName=cfg["ProductionVariants"][0]["ModelName"])
+    assert "ModelDataUrl" not in model["PrimaryContainer"]
+    assert session.client("s3").list_objects_v2(Bucket=BUCKET).get("KeyCount", 0) == 0
+    plan = make(model_in_image=True).plan(DeployMode.CREATE, "ep2", MODEL)
+    assert not [c for c in plan.changes if c.resource.kind.startswith("s3")]

@@ -205,3 +205,28 @@ def test_stop_restores_moto():
         assert hasattr(SageMakerResponse, "update_endpoint")
     assert SageMakerModelBackend.create_model is before
     assert not hasattr(SageMakerResponse, "update_endpoint")
+
+
+def test_autoscaled_variant_instance_type_cannot_change(sm, session):
+    with SageMakerEmulator():
+        model(sm, "m1")
+        config(sm, "c1", ["m1"])
+        sm.create_endpoint(EndpointName="ep", EndpointConfigName="c1")
+        session.client("application-autoscaling").register_scalable_target(
+            ServiceNamespace="sagemaker", ResourceId="endpoint/ep/variant/v0",
+            ScalableDimension="sagemaker:variant:DesiredInstanceCount", MinCapacity=1,
+            MaxCapacity=2)
+        sm.create_endpoint_config(EndpointConfigName="c2", ProductionVariants=[{
+            "VariantName": "v0", "ModelName": "m1", "InstanceType": "ml.c5.large",
+            "InitialInstanceCount": 1}])
+        with pytest.raises(ClientError, match="automatic scaling"):
+            sm.update_endpoint(EndpointName="ep", EndpointConfigName="c2")
+
+
+def test_refused_deletes_are_access_denied(sm):
+    with SageMakerEmulator() as em:
+        model(sm, "m1")
+        em.refuse_deletes("m1")
+        with pytest.raises(ClientError) as info:
+            sm.delete_model(ModelName="m1")
+        assert code(info) == "AccessDeniedException"

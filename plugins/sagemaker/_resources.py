@@ -121,6 +121,10 @@ class Desired:
     artifact: Artifact
     model_uri: str
 
+    @property
+    def uploads(self) -> bool:
+        return "ModelDataUrl" in self.model_request["PrimaryContainer"]
+
 
 def _tags(d: dict[str, str]) -> list[dict[str, str]]:
     return [{"Key": k, "Value": v} for k, v in sorted(d.items())]
@@ -143,9 +147,10 @@ def build_desired(cfg: SageMakerConfig, name: str, model_uri: str, artifact: Art
     key = artifact.key(name)
     model_request: dict[str, Any] = {
         "ExecutionRoleArn": role,
-        "PrimaryContainer": {"Image": image, "ModelDataUrl": f"s3://{bucket}/{key}",
-                             "Environment": env},
+        "PrimaryContainer": {"Image": image, "Environment": env},
     }
+    if not cfg.model_in_image:
+        model_request["PrimaryContainer"]["ModelDataUrl"] = f"s3://{bucket}/{key}"
     vpc = ({"Subnets": cfg.vpc_config.subnets,
             "SecurityGroupIds": cfg.vpc_config.security_group_ids}
            if cfg.vpc_config else base_model.get("VpcConfig") or None)
@@ -298,6 +303,18 @@ def update_request(cfg: SageMakerConfig, name: str, config_name: str,
     return req
 
 
+def check_autoscaled_instance_type(name: str, current: Current, d: Desired) -> None:
+    new = {v["VariantName"]: v.get("InstanceType") for v in d.config_request["ProductionVariants"]}
+    for v in current.config.get("ProductionVariants", []):
+        vname = v["VariantName"]
+        if vname in current.scalable and new.get(vname) != v.get("InstanceType"):
+            raise UsageError(
+                f"variant {vname} of {name!r} is autoscaled: SageMaker refuses to change its "
+                f"instance type ({v.get('InstanceType')} -> {new.get(vname)})",
+                hint="keep the instance type, or deregister its scalable target "
+                     f"endpoint/{name}/variant/{vname} first")
+
+
 def to_deployment(cur: Current, target: str, region: str,
                   model_uris: dict[str, str | None]) -> Deployment:
     """The typed result for what an endpoint is made of now."""
@@ -334,5 +351,6 @@ def to_deployment(cur: Current, target: str, region: str,
                                "region": region, "aws_status": cur.status})
 
 
-__all__ = ["Artifact", "Current", "Desired", "STATUS", "build_desired", "check_name",
-           "derived_name", "to_deployment", "update_request"]
+__all__ = ["STATUS", "Artifact", "Current", "Desired", "build_desired",
+           "check_autoscaled_instance_type", "check_name", "derived_name", "to_deployment",
+           "update_request"]

@@ -133,6 +133,8 @@ class SageMakerConfig:
     bucket: str | None = field(default=None, metadata={
         "help": "S3 bucket for model.tar.gz (default mldeploy-ACCOUNT-REGION, created if missing)"})
     image_uri: str | None = field(default=None, metadata={"help": "serving image in ECR"})
+    model_in_image: bool = field(default=False, metadata={
+        "help": "the image already holds the model (built with it): no model.tar.gz in S3"})
     instance_type: str | None = field(default=None, metadata={
         "help": f"default {DEFAULT_INSTANCE_TYPE} on create; replace keeps the current one"})
     instance_count: int | None = field(default=None, metadata={

@@ -22,6 +22,7 @@ from mldeploy.errors import (
     UsageError,
 )
 from mldeploy.plugins.sagemaker import _client as aws
+from mldeploy.plugins.sagemaker._plan import build_plan
 from mldeploy.plugins.sagemaker._resources import (
     STATUS,
     TAG_MODEL_URI,
@@ -29,6 +30,7 @@ from mldeploy.plugins.sagemaker._resources import (
     Current,
     Desired,
     build_desired,
+    check_autoscaled_instance_type,
     check_name,
     to_deployment,
     update_request,
@@ -36,8 +38,6 @@ from mldeploy.plugins.sagemaker._resources import (
 from mldeploy.plugins.sagemaker.config import SageMakerConfig
 from mldeploy.plugins.sagemaker.errors import aws_errors, invocation_error, is_not_found
 from mldeploy.target import (
-    Action,
-    Change,
     Deletion,
     Deployment,
     DeployMode,
@@ -119,6 +119,8 @@ class SageMakerTarget(Target):
         if current is not None and current.config_name == d.config_name:
             self.progress(f"{name} already serves this model and config")
             return self._after_success(name, d, current)  # finishes an earlier run's cleanup
+        if current is not None:
+            check_autoscaled_instance_type(name, current, d)
         in_use = current.model_names() if current else set()
         in_use |= {m.get("PrimaryContainer", {}).get("ModelDataUrl", "")
                    for m in (current.models.values() if current else [])}
@@ -153,15 +155,8 @@ class SageMakerTarget(Target):
         """Bucket, artifact, model and endpoint config: created if absent, adopted if left over
         by an earlier run (exists but serves nothing), kept out of the ledger if serving."""
         sm = c["sagemaker"]
-        if aws.ensure_bucket(c, d.bucket):
-            ledger.add("s3-bucket", f"s3://{d.bucket}")
-        uri = f"s3://{d.bucket}/{d.key}"
-        if not aws.object_exists(c, d.bucket, d.key):
-            self.progress(f"uploading {uri} ({len(d.artifact.data)} bytes)")
-            with aws_errors(f"upload {uri}"):
-                c["s3"].put_object(Bucket=d.bucket, Key=d.key, Body=d.artifact.data)
-        if uri not in in_use:
-            ledger.add("s3-object", uri)
+        if d.uploads:
+            self._upload(c, d, in_use, ledger)
         for kind, name, create, describe, arn_key in (
                 ("model", d.model_name, sm.create_model, sm.describe_model, "ModelArn"),
                 ("endpoint-config", d.config_name, sm.create_endpoint_config,
@@ -180,6 +175,17 @@ class SageMakerTarget(Target):
                 ledger.add(kind, arn)
             self.progress(f"{'reusing' if adopted else 'created'} {kind} {name}")
 
+    def _upload(self, c: aws.Clients, d: Desired, in_use: set[str], ledger: aws.Ledger) -> None:
+        if aws.ensure_bucket(c, d.bucket):
+            ledger.add("s3-bucket", f"s3://{d.bucket}")
+        uri = f"s3://{d.bucket}/{d.key}"
+        if not aws.object_exists(c, d.bucket, d.key):
+            self.progress(f"uploading {uri} ({len(d.artifact.data)} bytes)")
+            with aws_errors(f"upload {uri}"):
+                c["s3"].put_object(Bucket=d.bucket, Key=d.key, Body=d.artifact.data)
+        if uri not in in_use:
+            ledger.add("s3-object", uri)
+
     def _wait(self, name: str, timeout: float) -> dict[str, Any] | None:
         def report(status: str, reason: str) -> None:
             self.progress(f"{name}: {status}" + (f" ({reason})" if reason else ""),
@@ -194,7 +200,8 @@ class SageMakerTarget(Target):
         c = self._c()
         timed_out = isinstance(exc, TimeoutError)
         keep: set[str] = set()
-        if timed_out and current is not None:  # the update still runs and uses these
+        if current is not None and _in_flight(c, name, d.config_name):
+            # the update still runs and uses these: removing them would break the endpoint
             keep = {r.id for r in ledger.items if r.kind in ("model", "endpoint-config",
                                                              "s3-object")}
         cleaned, leftover = ledger.undo(c, keep)
@@ -367,45 +374,21 @@ class SageMakerTarget(Target):
 
     def plan(self, mode: DeployMode, name: str, model_uri: str) -> Plan:
         current, d = self._prepare(mode, name, model_uri)
-        c = self._c()
-        ch: list[Change] = []
-        if not aws.bucket_exists(c, d.bucket):
-            ch.append(Change(Action.CREATE, Resource("s3-bucket", f"s3://{d.bucket}")))
-        uri = f"s3://{d.bucket}/{d.key}"
-        exists = aws.bucket_exists(c, d.bucket) and aws.object_exists(c, d.bucket, d.key)
-        ch.append(Change(Action.KEEP if exists else Action.CREATE, Resource("s3-object", uri)))
-        in_use = current.model_names() if current else set()
-        ch.append(Change(Action.KEEP if d.model_name in in_use else Action.CREATE,
-                         Resource("model", d.model_name), f"image {_image(d)}"))
-        ch.append(Change(Action.CREATE, Resource("endpoint-config", d.config_name),
-                         f"variant {d.variant}"))
-        if current is None:
-            ch.append(Change(Action.CREATE, Resource("endpoint", name)))
-        else:
-            ch.append(Change(Action.UPDATE, Resource("endpoint", current.arn),
-                             f"{current.config_name} -> {d.config_name}"))
-            ch.append(Change(Action.DELETE, Resource("endpoint-config", current.config_name)))
-            if mode is DeployMode.REPLACE:
-                replaced = {v["ModelName"] for v in current.config["ProductionVariants"]
-                            if v["VariantName"] == d.variant} - {d.model_name}
-                for m in sorted(replaced):
-                    ch.append(Change(Action.DELETE, Resource("model", m)))
-                    url = current.models.get(m, {}).get("PrimaryContainer", {}).get(
-                        "ModelDataUrl")
-                    if url and url != uri:
-                        ch.append(Change(Action.DELETE, Resource("s3-object", url)))
-        if self.config.autoscaling is not None:
-            ch.append(Change(Action.CREATE, Resource(
-                "scalable-target", f"endpoint/{name}/variant/{d.variant}")))
-        return Plan(self.name, name, mode, tuple(ch))
+        changes = build_plan(self._c(), mode, name, current, d, self.config.autoscaling)
+        return Plan(self.name, name, mode, changes)
+
+
+def _in_flight(c: aws.Clients, name: str, config_name: str) -> bool:
+    """Is the endpoint still moving to ``config_name`` (or can we not tell)?"""
+    try:
+        ep = aws.describe_endpoint(c, name)
+    except MldeployError:
+        return True
+    return ep is not None and ep["EndpointStatus"] in BUSY and ep["EndpointStatus"] != "Deleting"
 
 
 class _Failed(Exception):
     """SageMaker reported the create/update as failed or rolled back."""
-
-
-def _image(d: Desired) -> str:
-    return d.model_request["PrimaryContainer"]["Image"]
 
 
 def _hint(text: str, leftover: list[str]) -> str:

@@ -26,12 +26,13 @@ Use it as a context manager around ``mock_aws()`` or a running ``ThreadedMotoSer
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from mldeploy.testing._moto_parts import default_responder, invoke_response, write_logs
 
 Responder = Callable[[str, str, str, bytes], tuple[bytes, str]]
 
@@ -56,6 +57,7 @@ class SageMakerEmulator:
         self._fail_update: tuple[str, list[str]] | None = None
         self._fail_invoke: tuple[int, str] | None = None
         self._hang_update = False
+        self._refused: set[str] = set()
         self._pending: dict[tuple[str, str, str], _Transition] = {}
         self._lock = threading.RLock()
         self._saved: list[tuple[Any, str, Any]] = []
@@ -78,6 +80,12 @@ class SageMakerEmulator:
 
     def fail_next_invoke(self, status: int = 500, message: str = "model raised") -> None:
         self._fail_invoke = (status, message)
+
+    def refuse_deletes(self, *names: str) -> None:
+        """Deleting these models / endpoint configs fails with AccessDeniedException (as when
+        the caller's IAM policy lacks sagemaker:DeleteModel): exercises cleanup that cannot
+        finish and must report what it left."""
+        self._refused.update(names)
 
     def release(self, name: str | None = None) -> None:
         """Finish hung transitions (of endpoint ``name``, or all) now."""
@@ -149,12 +157,14 @@ class SageMakerEmulator:
 
         def delete_endpoint_config(self: Any, endpoint_config_name: str) -> None:
             em._advance(self)
+            em._refuse_denied(endpoint_config_name, "DeleteEndpointConfig")
             em._refuse_in_use(self, lambda cfg, _: cfg == endpoint_config_name,
                               f"endpoint configuration {endpoint_config_name}")
             return orig["delete_endpoint_config"](self, endpoint_config_name)
 
         def delete_model(self: Any, model_name: str) -> None:
             em._advance(self)
+            em._refuse_denied(model_name, "DeleteModel")
 
             def uses(cfg: str, backend: Any) -> bool:
                 c = backend.endpoint_configs.get(cfg)
@@ -181,8 +191,8 @@ class SageMakerEmulator:
                              resp._get_param("DeploymentConfig"))
             return ActionResult({"EndpointArn": arn})
 
-        def invoke_response(resp: Any) -> Any:
-            return em._invoke(resp)
+        def invoke(resp: Any) -> Any:
+            return invoke_response(em, resp)
 
         for name, fn in (("create_model", create_model),
                          ("create_endpoint_config", create_endpoint_config),
@@ -195,7 +205,7 @@ class SageMakerEmulator:
                          ("update_endpoint_weights_and_capacities", update_weights)):
             patch(b, name, fn)
         patch(SageMakerResponse, "update_endpoint", update_endpoint_response)
-        patch(SageMakerRuntimeResponse, "invoke_endpoint", invoke_response)
+        patch(SageMakerRuntimeResponse, "invoke_endpoint", invoke)
 
     def stop(self) -> None:
         for owner, attr, old in reversed(self._saved):
@@ -238,6 +248,15 @@ class SageMakerEmulator:
         if name in existing:
             raise ValidationError(message=f"Cannot create already existing {kind} \"{name}\".")
 
+    def _refuse_denied(self, name: str, action: str) -> None:
+        from moto.sagemaker.exceptions import SagemakerClientError
+
+        if name in self._refused:
+            class AccessDenied(SagemakerClientError):
+                code = "AccessDeniedException"
+            raise AccessDenied(f"User is not authorized to perform: sagemaker:{action} on "
+                               f"resource {name} (injected by the mldeploy emulator)")
+
     def _refuse_in_use(self, backend: Any, uses: Callable[[str, Any], bool], what: str) -> None:
         from moto.sagemaker.models import ValidationError
 
@@ -264,7 +283,7 @@ class SageMakerEmulator:
                 ep.endpoint_status = "InService"
             else:
                 ep.endpoint_status, ep.failure_reason = "Failed", fail[0]
-                self._write_logs(backend, ep, fail[1])
+                write_logs(backend, ep, fail[1])
         self._schedule(backend, ep.endpoint_name, self.creating_seconds, final)
 
     def _update(self, backend: Any, name: str, config_name: str, retain: bool,
@@ -291,6 +310,7 @@ class SageMakerEmulator:
         self.update_requests.append({"EndpointName": name, "EndpointConfigName": config_name,
                                      "RetainAllVariantProperties": retain,
                                      "DeploymentConfig": deployment_config})
+        self._refuse_autoscaled_type_change(backend, name, old, new)
         fail, self._fail_update = self._fail_update, None
         hang, self._hang_update = self._hang_update, False
         ep.endpoint_status, ep.failure_reason = "Updating", None
@@ -304,7 +324,7 @@ class SageMakerEmulator:
             ep.last_modified_time = utcnow()
             if fail is not None:
                 ep.endpoint_status, ep.failure_reason = "InService", fail[0]
-                self._write_logs(backend, ep, fail[1])
+                write_logs(backend, ep, fail[1])
                 return
             before = {v["VariantName"]: v for v in ep.production_variants}
             variants = ep._process_production_variants(new.production_variants)
@@ -324,82 +344,22 @@ class SageMakerEmulator:
         self._schedule(backend, name, None if hang else self.updating_seconds, final)
         return ep.arn
 
-    def _write_logs(self, backend: Any, ep: Any, lines: list[str]) -> None:
-        from moto.logs.models import logs_backends
+    def _refuse_autoscaled_type_change(self, backend: Any, name: str, old: Any, new: Any) -> None:
+        """AWS: an update that changes the instance type of an autoscaled variant fails."""
+        from moto.applicationautoscaling.models import applicationautoscaling_backends
+        from moto.sagemaker.models import ValidationError
 
-        logs = logs_backends[backend.account_id][backend.region_name]
-        group = f"/aws/sagemaker/Endpoints/{ep.endpoint_name}"
-        if group not in logs.groups:
-            logs.create_log_group(group, {})
-        variant = ep.production_variants[0]["VariantName"] if ep.production_variants else "v"
-        stream = f"{variant}/i-emulated{len(logs.groups[group].streams)}"
-        logs.create_log_stream(group, stream)
-        now = int(time.time() * 1000)
-        logs.put_log_events(group, stream, [{"timestamp": now + i, "message": line}
-                                            for i, line in enumerate(lines)])
-
-    # -- invoke ---------------------------------------------------------------------------------
-
-    def _invoke(self, resp: Any) -> Any:
-        from moto.sagemaker.models import sagemaker_backends
-
-        backend = sagemaker_backends[resp.current_account][resp.region]
-        self._advance(backend)
-        name = resp.path.split("/")[2]
-        ep = backend.endpoints.get(name)
-        if ep is None or ep.endpoint_status not in ("InService", "Updating"):
-            msg = (f"Endpoint {name} of account {resp.current_account} not found." if ep is None
-                   else f"Endpoint {name} is not ready (status {ep.endpoint_status}).")
-            return _error(400, "ValidationError", msg)
-        cfg = backend.endpoint_configs.get(ep.endpoint_config_name)
-        variants = {v["VariantName"]: v for v in (cfg.production_variants if cfg else [])}
-        wanted = {k.lower(): v for k, v in resp.headers.items()}.get(
-            "x-amzn-sagemaker-target-variant")
-        if wanted and wanted not in variants:
-            return _error(400, "ValidationError", f"Variant {wanted} not found for endpoint "
-                          f"{name}.")
-        weights = {v["VariantName"]: v.get("CurrentWeight", 1.0) for v in ep.production_variants}
-        variant = wanted or max(variants, key=lambda v: weights.get(v, 0.0))
-        if self._fail_invoke is not None:
-            (status, message), self._fail_invoke = self._fail_invoke, None
-            return _error(424, "ModelError", f"Received server error ({status}) from primary "
-                          "with message \"...\".", OriginalStatusCode=status,
-                          OriginalMessage=json.dumps({"error_code": "MODEL_ERROR",
-                                                      "message": message}))
-        body = resp.body if isinstance(resp.body, bytes) else (resp.body or "").encode()
-        try:
-            out, ctype = self.responder(name, variant, variants[variant]["ModelName"], body)
-        except ValueError as exc:  # the container answered 400
-            return _error(424, "ModelError", "Received client error (400) from primary.",
-                          OriginalStatusCode=400, OriginalMessage=json.dumps(
-                              {"error_code": "BAD_REQUEST", "message": str(exc)}))
-        return 200, {"Content-Type": ctype, "x-Amzn-Invoked-Production-Variant": variant}, out
-
-
-def default_responder(endpoint: str, variant: str, model: str, body: bytes) -> tuple[bytes, str]:
-    """One prediction per input row: the name of the model that served it. A body that is not
-    a scoring request raises ValueError (the emulator answers as SageMaker does for a 400)."""
-    try:
-        doc = json.loads(body)
-        if isinstance(doc, dict):
-            inner = next(doc[k] for k in ("dataframe_split", "dataframe_records", "instances",
-                                          "inputs") if k in doc)
-            rows = len(inner["data"]) if isinstance(inner, dict) else len(inner)
-        else:
-            rows = len(doc)
-    except (ValueError, TypeError, StopIteration, KeyError):
-        raise ValueError("the body is not a scoring request (dataframe_split, dataframe_records, "
-                         "instances or inputs)") from None
-    return json.dumps({"predictions": [model] * rows}).encode(), "application/json"
-
-
-def _error(status: int, code: str, message: str, **extra: Any) -> tuple[int, dict[str, str], bytes]:
-    body = {"__type": code, "message": message, "Message": message, **extra}
-    headers = {"Content-Type": "application/json", "x-amzn-ErrorType": code, "status": str(status)}
-    return status, headers, json.dumps(body).encode()
-
-
-
+        if old is None:
+            return
+        aas = applicationautoscaling_backends[backend.account_id][backend.region_name]
+        scaled = aas.targets.get("sagemaker:variant:DesiredInstanceCount", {})
+        before = {v["VariantName"]: v.get("InstanceType") for v in old.production_variants}
+        for v in new.production_variants:
+            rid = f"endpoint/{name}/variant/{v['VariantName']}"
+            if rid in scaled and v["VariantName"] in before and before[
+                    v["VariantName"]] != v.get("InstanceType"):
+                raise ValidationError(message=f"The variant {v['VariantName']} is a target of "
+                                      "automatic scaling; its instance type cannot change.")
 
 
 

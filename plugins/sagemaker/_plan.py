@@ -1,0 +1,51 @@
+"""The dry run of a create / replace / add: the resources it would create, change and remove,
+computed from the same requests a real run sends, with read-only AWS calls only."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mldeploy.plugins.sagemaker import _client as aws
+from mldeploy.plugins.sagemaker._resources import Current, Desired
+from mldeploy.target import Action, Change, DeployMode, Resource
+
+
+def build_plan(c: aws.Clients, mode: DeployMode, name: str, current: Current | None,
+               d: Desired, autoscaling: Any) -> tuple[Change, ...]:
+    ch: list[Change] = []
+    uri = f"s3://{d.bucket}/{d.key}"
+    if d.uploads:
+        bucket = aws.bucket_exists(c, d.bucket)
+        if not bucket:
+            ch.append(Change(Action.CREATE, Resource("s3-bucket", f"s3://{d.bucket}")))
+        exists = bucket and aws.object_exists(c, d.bucket, d.key)
+        ch.append(Change(Action.KEEP if exists else Action.CREATE, Resource("s3-object", uri),
+                         f"{len(d.artifact.data)} bytes"))
+    in_use = current.model_names() if current else set()
+    image = d.model_request["PrimaryContainer"]["Image"]
+    ch.append(Change(Action.KEEP if d.model_name in in_use else Action.CREATE,
+                     Resource("model", d.model_name), f"image {image}"))
+    ch.append(Change(Action.CREATE, Resource("endpoint-config", d.config_name),
+                     f"variant {d.variant}"))
+    if current is None:
+        ch.append(Change(Action.CREATE, Resource("endpoint", name)))
+    else:
+        ch.append(Change(Action.UPDATE, Resource("endpoint", current.arn),
+                         f"{current.config_name} -> {d.config_name}"))
+        ch.append(Change(Action.DELETE, Resource("endpoint-config", current.config_name)))
+        if mode is DeployMode.REPLACE:
+            replaced = {v["ModelName"] for v in current.config["ProductionVariants"]
+                        if v["VariantName"] == d.variant} - {d.model_name}
+            for m in sorted(replaced):
+                ch.append(Change(Action.DELETE, Resource("model", m)))
+                url = current.models.get(m, {}).get("PrimaryContainer", {}).get(
+                    "ModelDataUrl")
+                if url and url != uri:
+                    ch.append(Change(Action.DELETE, Resource("s3-object", url)))
+    if autoscaling is not None:
+        ch.append(Change(Action.CREATE, Resource(
+            "scalable-target", f"endpoint/{name}/variant/{d.variant}")))
+    return tuple(ch)
+
+
+__all__ = ["build_plan"]

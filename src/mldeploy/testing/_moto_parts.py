@@ -1,0 +1,85 @@
+"""Parts of the SageMaker emulator (see :mod:`mldeploy.testing.moto_sagemaker`): the runtime's
+InvokeEndpoint, error responses and container logs."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+
+def invoke_response(em: Any, resp: Any) -> Any:
+    """InvokeEndpoint as SageMaker answers it, through the emulator's responder."""
+    from moto.sagemaker.models import sagemaker_backends
+
+    backend = sagemaker_backends[resp.current_account][resp.region]
+    em._advance(backend)
+    name = resp.path.split("/")[2]
+    ep = backend.endpoints.get(name)
+    if ep is None or ep.endpoint_status not in ("InService", "Updating"):
+        msg = (f"Endpoint {name} of account {resp.current_account} not found." if ep is None
+               else f"Endpoint {name} is not ready (status {ep.endpoint_status}).")
+        return error_response(400, "ValidationError", msg)
+    cfg = backend.endpoint_configs.get(ep.endpoint_config_name)
+    variants = {v["VariantName"]: v for v in (cfg.production_variants if cfg else [])}
+    wanted = {k.lower(): v for k, v in resp.headers.items()}.get(
+        "x-amzn-sagemaker-target-variant")
+    if wanted and wanted not in variants:
+        return error_response(400, "ValidationError", f"Variant {wanted} not found for endpoint "
+                      f"{name}.")
+    weights = {v["VariantName"]: v.get("CurrentWeight", 1.0) for v in ep.production_variants}
+    variant = wanted or max(variants, key=lambda v: weights.get(v, 0.0))
+    if em._fail_invoke is not None:
+        (status, message), em._fail_invoke = em._fail_invoke, None
+        return error_response(424, "ModelError", f"Received server error ({status}) from primary "
+                      "with message \"...\".", OriginalStatusCode=status,
+                      OriginalMessage=json.dumps({"error_code": "MODEL_ERROR",
+                                                  "message": message}))
+    body = resp.body if isinstance(resp.body, bytes) else (resp.body or "").encode()
+    try:
+        out, ctype = em.responder(name, variant, variants[variant]["ModelName"], body)
+    except ValueError as exc:  # the container answered 400
+        return error_response(424, "ModelError", "Received client error (400) from primary.",
+                      OriginalStatusCode=400, OriginalMessage=json.dumps(
+                          {"error_code": "BAD_REQUEST", "message": str(exc)}))
+    return 200, {"Content-Type": ctype, "x-Amzn-Invoked-Production-Variant": variant}, out
+
+
+def write_logs(backend: Any, ep: Any, lines: list[str]) -> None:
+    """Container log lines into moto's CloudWatch Logs, where SageMaker puts them."""
+    from moto.logs.models import logs_backends
+
+    logs = logs_backends[backend.account_id][backend.region_name]
+    group = f"/aws/sagemaker/Endpoints/{ep.endpoint_name}"
+    if group not in logs.groups:
+        logs.create_log_group(group, {})
+    variant = ep.production_variants[0]["VariantName"] if ep.production_variants else "v"
+    stream = f"{variant}/i-emulated{len(logs.groups[group].streams)}"
+    logs.create_log_stream(group, stream)
+    now = int(time.time() * 1000)
+    logs.put_log_events(group, stream, [{"timestamp": now + i, "message": line}
+                                        for i, line in enumerate(lines)])
+
+
+def default_responder(endpoint: str, variant: str, model: str, body: bytes) -> tuple[bytes, str]:
+    """One prediction per input row: the name of the model that served it. A body that is not
+    a scoring request raises ValueError (the emulator answers as SageMaker does for a 400)."""
+    try:
+        doc = json.loads(body)
+        if isinstance(doc, dict):
+            inner = next(doc[k] for k in ("dataframe_split", "dataframe_records", "instances",
+                                          "inputs") if k in doc)
+            rows = len(inner["data"]) if isinstance(inner, dict) else len(inner)
+        else:
+            rows = len(doc)
+    except (ValueError, TypeError, StopIteration, KeyError):
+        raise ValueError("the body is not a scoring request (dataframe_split, dataframe_records, "
+                         "instances or inputs)") from None
+    return json.dumps({"predictions": [model] * rows}).encode(), "application/json"
+
+
+def error_response(status: int, code: str, message: str,
+                   **extra: Any) -> tuple[int, dict[str, str], bytes]:
+    body = {"__type": code, "message": message, "Message": message, **extra}
+    headers = {"Content-Type": "application/json", "x-amzn-ErrorType": code, "status": str(status)}
+    return status, headers, json.dumps(body).encode()
