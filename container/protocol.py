@@ -256,8 +256,7 @@ def _frame_from_records(value: Any, model: ServedModel) -> pd.DataFrame:
     if not value:
         raise ProtocolError("BAD_REQUEST", "'dataframe_records' has no rows")
     frame = pd.DataFrame.from_records(value)
-    _check_column_names(list(frame.columns), model)
-    return enforce_columns(frame, model)
+    return enforce_frame(frame, model)
 
 
 def _tensor_input(key: str, value: Any, model: ServedModel) -> Any:
@@ -273,8 +272,7 @@ def _tensor_input(key: str, value: Any, model: ServedModel) -> Any:
                 raise ProtocolError(
                     "BAD_REQUEST", f"'{key}' columns do not form a table: {_first_line(exc)}"
                 ) from None
-            _check_column_names(list(frame.columns), model)
-            return enforce_columns(frame, model)
+            return enforce_frame(frame, model)
     from mlflow.exceptions import MlflowException
     from mlflow.utils.proto_json_utils import parse_tf_serving_input
 
@@ -306,8 +304,7 @@ def _parse_csv(body: bytes, model: ServedModel) -> pd.DataFrame:
             "BAD_REQUEST",
             f"body is not CSV with a header row of column names: {_first_line(exc)}",
         ) from None
-    _check_column_names(list(frame.columns), model)
-    return enforce_columns(frame, model)
+    return enforce_frame(frame, model)
 
 
 # --------------------------------------------------------------------------------------------
@@ -334,6 +331,12 @@ def _check_column_names(columns: list[Any], model: ServedModel) -> None:
     if len(set(names)) != len(names):
         dup = sorted({c for c in names if names.count(c) > 1})
         raise ProtocolError("INVALID_PARAMETER_VALUE", f"duplicate column(s) {_names(dup)}")
+
+
+def enforce_frame(frame: pd.DataFrame, model: ServedModel) -> pd.DataFrame:
+    """Check the frame's column names against the signature, then cast (see enforce_columns)."""
+    _check_column_names(list(frame.columns), model)
+    return enforce_columns(frame, model)
 
 
 def enforce_columns(frame: pd.DataFrame, model: ServedModel) -> pd.DataFrame:

@@ -11,7 +11,7 @@ PYTHON=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
 fi
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev,mlserver]'
 
 if [ -f scripts/install-docker.sh ] && [ "${MLDEPLOY_SKIP_DOCKER_INSTALL:-0}" != 1 ]; then
     bash scripts/install-docker.sh || echo "scripts/test.sh: Docker engine not installed; image tests will skip" >&2

@@ -1,0 +1,99 @@
+"""MLServer runtime for the ``mlserver`` engine (imported only when that engine runs).
+
+A thin adapter: the model loads in the background through :class:`ModelRuntime` (so ``/ping``
+is registered at once and answers 503 until the model is ready, like the flask engine), and
+every route calls :mod:`mldeploy.container.protocol`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import Depends, Header, Request, Response
+from mlserver.codecs import NumpyCodec, PandasCodec
+from mlserver.errors import MLServerError
+from mlserver.handlers import custom_handler
+from mlserver.model import MLModel
+from mlserver.types import InferenceRequest, InferenceResponse
+
+from .. import protocol
+from ..protocol import STATUS, ProtocolError, error_body
+from ..runtime import ModelRuntime, request_id
+from .mlserver import settings_from_extra
+
+
+async def _body(request: Request) -> bytes:
+    return await request.body()
+
+
+class MldeployRuntime(MLModel):
+    async def load(self) -> bool:
+        extra = self.settings.parameters.extra if self.settings.parameters else {}
+        self._server = settings_from_extra(extra)
+        self._runtime = ModelRuntime(self._server)
+        self._runtime.start()
+        return True
+
+    @custom_handler(rest_path="/ping", rest_method="GET")
+    async def ping_route(self) -> Response:
+        if self._runtime.ready.is_set():
+            return Response(b"", 200)
+        return _error("MODEL_NOT_READY", "the model is loading", request_id(None))
+
+    @custom_handler(rest_path="/health", rest_method="GET")
+    async def health_route(self) -> Response:
+        return await self.ping_route()
+
+    @custom_handler(rest_path="/version", rest_method="GET")
+    async def version_route(self) -> Response:  # MLModel.version is taken
+        import orjson
+
+        return Response(orjson.dumps(self._runtime.version()), 200,
+                        media_type="application/json")
+
+    @custom_handler(rest_path="/invocations")
+    async def invocations_route(
+        self,
+        body: bytes = Depends(_body),
+        content_type: str | None = Header(default=None),
+        x_request_id: str | None = Header(default=None),
+    ) -> Response:
+        rid = request_id(x_request_id)
+        limit = self._server.max_request_bytes
+        if len(body) > limit:
+            return _error("REQUEST_TOO_LARGE",
+                          f"the body is {len(body)} bytes; the limit is {limit} bytes", rid)
+        try:
+            reply = await asyncio.to_thread(self._runtime.invoke, body, content_type)
+        except ProtocolError as err:
+            return _error(err.error_code, err.message, rid)
+        return Response(reply.body, reply.status, media_type=reply.content_type,
+                        headers={"X-Request-Id": rid})
+
+    async def predict(self, payload: InferenceRequest) -> InferenceResponse:
+        """MLServer's V2 protocol: the request's inputs as columns, enforced like /invocations."""
+        if not self._runtime.ready.is_set():
+            raise MLServerError("the model is loading", status_code=503)
+        model = self._runtime.model
+        frame = PandasCodec.decode_request(payload)
+        try:
+            data = protocol.enforce_frame(frame, model)
+            result = await asyncio.to_thread(
+                protocol.predict, model, protocol.ModelInput(data, None)
+            )
+        except ProtocolError as err:
+            raise MLServerError(err.message, status_code=err.status) from None
+        if hasattr(result, "to_numpy") and hasattr(result, "columns"):
+            return PandasCodec.encode_response(self.name, result, self.version)
+        import numpy as np
+
+        return InferenceResponse(
+            model_name=self.name,
+            model_version=self.version,
+            outputs=[NumpyCodec.encode_output("predictions", np.asarray(result))],
+        )
+
+
+def _error(code: str, message: str, rid: str) -> Response:
+    return Response(error_body(code, message, rid), STATUS[code],
+                    media_type="application/json", headers={"X-Request-Id": rid})

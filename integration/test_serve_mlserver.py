@@ -1,0 +1,60 @@
+"""The ``mlserver`` engine meets the flask engine's contract, plus MLServer's V2 routes."""
+
+from __future__ import annotations
+
+import importlib.util
+import time
+
+import pytest
+import requests
+from test_serve import _example_frame, serve  # noqa: I001  (sibling test module)
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(
+        importlib.util.find_spec("mlserver") is None,
+        reason="MLServer is not installed (pip install 'mldeploy[mlserver]')",
+    ),
+]
+
+
+def test_mlserver_engine_serves_the_same_contract(tmp_path, example_model):
+    frame = _example_frame(example_model)
+    with serve(tmp_path, example_model, "--engine", "mlserver") as server:
+        server.wait_ready(90)
+        ok = server.invoke({"dataframe_split": frame.to_dict(orient="split")})
+        assert ok.status_code == 200 and ok.json() == {"predictions": [1, 1, 0]}
+        assert len(ok.headers["X-Request-Id"]) == 32
+        bad = server.invoke({"dataframe_split": {"columns": ["f0"], "data": [[1.0]]}})
+        assert bad.status_code == 400
+        assert bad.json()["error_code"] == "INVALID_PARAMETER_VALUE"
+        assert "missing column(s) 'f1'" in bad.json()["message"]
+        assert requests.get(f"{server.url}/version", timeout=5).json()["engine"] == "mlserver"
+        v2 = requests.post(
+            f"{server.url}/v2/models/model/infer",
+            json={"inputs": [{"name": c, "shape": [3], "datatype": "FP64",
+                              "data": frame[c].tolist()} for c in frame.columns]},
+            timeout=30,
+        )
+        assert v2.status_code == 200, v2.text
+        assert v2.json()["outputs"][0]["data"] == [1, 1, 0]
+        v2_bad = requests.post(
+            f"{server.url}/v2/models/model/infer",
+            json={"inputs": [{"name": "f0", "shape": [1], "datatype": "FP64", "data": [0.5]}]},
+            timeout=30,
+        )
+        assert v2_bad.status_code == 400 and "missing column(s)" in v2_bad.text
+
+
+def test_mlserver_engine_ping_is_503_until_loaded(tmp_path, slow_model):
+    with serve(tmp_path, slow_model, "--engine", "mlserver",
+               env={"MLDEPLOY_TEST_LOAD_SLEEP": "3"}) as server:
+        seen = []
+        for _ in range(600):
+            code = server.ping()
+            if code:
+                seen.append(code)
+            if code == 200:
+                break
+            time.sleep(0.05)
+        assert 503 in seen and seen[-1] == 200
