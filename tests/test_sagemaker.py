@@ -588,3 +588,31 @@ def test_model_in_image_uploads_nothing(make, session):
     assert session.client("s3").list_objects_v2(Bucket=BUCKET).get("KeyCount", 0) == 0
     plan = make(model_in_image=True).plan(DeployMode.CREATE, "ep2", MODEL)
     assert not [c for c in plan.changes if c.resource.kind.startswith("s3")]
+
+
+def test_bucket_access_denied_is_clear_and_creates_nothing(make, session, monkeypatch):
+    """moto's IAM enforcement on: a deployer allowed SageMaker but not S3."""
+    from moto import settings as moto_settings
+    from moto.core.authorization import ActionAuthenticatorMixin
+
+    iam = session.client("iam")
+    iam.create_user(UserName="deployer")
+    iam.put_user_policy(UserName="deployer", PolicyName="sm-only", PolicyDocument=json.dumps({
+        "Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Action": ["sagemaker:*", "sts:*"], "Resource": "*"}]}))
+    key = iam.create_access_key(UserName="deployer")["AccessKey"]
+    before = sagemaker_inventory(session)
+    deployer = boto3.Session(aws_access_key_id=key["AccessKeyId"],
+                             aws_secret_access_key=key["SecretAccessKey"],
+                             region_name="us-east-1")
+    monkeypatch.setattr(moto_settings, "INITIAL_NO_AUTH_ACTION_COUNT", 0)
+    monkeypatch.setattr(ActionAuthenticatorMixin, "request_count", 0)
+    t = SageMakerTarget(BASE, clients=deployer)
+    with pytest.raises(Exception) as info:
+        t.create("ep", MODEL)
+    monkeypatch.undo()
+    err = info.value
+    assert type(err).__name__ == "TargetError"
+    assert f"access to S3 bucket '{BUCKET}' is denied" in err.message
+    assert "-C bucket=" in err.hint and key["SecretAccessKey"] not in str(err)
+    assert sagemaker_inventory(session) == before
