@@ -5,8 +5,9 @@ a :class:`Reply` into their own response. Inputs follow MLflow's scoring protoco
 one of ``dataframe_split``, ``dataframe_records``, ``instances``, ``inputs`` plus optional
 ``params``, or ``text/csv``. Outputs are ``{"predictions": ...}``.
 
-Errors are :class:`ProtocolError` carrying an ``error_code``; :data:`STATUS` maps every code to its
-HTTP status in one table. Messages say what to fix and never echo the request body.
+Errors are :class:`~mldeploy.container.errors.ProtocolError` carrying an ``error_code``;
+:data:`~mldeploy.container.errors.STATUS` maps every code to its HTTP status in one table.
+Signature enforcement is in :mod:`mldeploy.container.signature`.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ import numpy as np
 import orjson
 import pandas as pd
 
-from .loader import Column, ServedModel
+from .errors import MAX_MESSAGE_CHARS, STATUS, ProtocolError, error_body, first_line
+from .loader import ServedModel
+from .signature import check_column_names, enforce_columns, enforce_frame
 
 _log = logging.getLogger("mldeploy.container")
 
@@ -28,35 +31,6 @@ INPUT_KEYS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 PARAMS_KEY = "params"
 JSON_TYPE = "application/json"
 CSV_TYPE = "text/csv"
-MAX_MESSAGE_CHARS = 600
-
-# error_code -> HTTP status: the one table.
-STATUS = {
-    "BAD_REQUEST": 400,  # body is not what the protocol says
-    "INVALID_PARAMETER_VALUE": 400,  # body is well-formed but does not fit the model's signature
-    "NOT_FOUND": 404,
-    "METHOD_NOT_ALLOWED": 405,
-    "REQUEST_TOO_LARGE": 413,
-    "UNSUPPORTED_MEDIA_TYPE": 415,
-    "MODEL_ERROR": 500,  # the model raised
-    "INTERNAL_ERROR": 500,
-    "MODEL_NOT_READY": 503,
-    "REQUEST_TIMEOUT": 504,
-}
-
-
-class ProtocolError(Exception):
-    """An error for the caller: ``error_code`` (a key of :data:`STATUS`) and a message."""
-
-    def __init__(self, error_code: str, message: str) -> None:
-        super().__init__(message)
-        self.error_code = error_code
-        self.message = message
-
-    @property
-    def status(self) -> int:
-        return STATUS[self.error_code]
-
 
 @dataclass(frozen=True)
 class Reply:
@@ -71,14 +45,6 @@ class Reply:
 class ModelInput:
     data: Any
     params: dict[str, Any] | None
-
-
-def error_body(error_code: str, message: str, request_id: str | None = None) -> bytes:
-    """The JSON error body every engine returns: ``{"error_code", "message", "request_id"}``."""
-    body: dict[str, Any] = {"error_code": error_code, "message": _clip(message)}
-    if request_id:
-        body["request_id"] = request_id
-    return orjson.dumps(body)
 
 
 def error_reply(err: ProtocolError, request_id: str | None = None) -> Reply:
@@ -204,7 +170,7 @@ def _frame_from_split(value: Any, model: ServedModel, fast: bool) -> pd.DataFram
     elif not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
         raise ProtocolError("BAD_REQUEST", "'dataframe_split.columns' must be a list of names")
     if columns is not None:
-        _check_column_names(columns, model)
+        check_column_names(columns, model)
     if fast and columns is not None:
         frame = _numeric_frame(rows, columns, model)
         if frame is not None:
@@ -213,7 +179,7 @@ def _frame_from_split(value: Any, model: ServedModel, fast: bool) -> pd.DataFram
         frame = pd.DataFrame(rows, columns=columns)
     except (ValueError, TypeError) as exc:
         raise ProtocolError(
-            "BAD_REQUEST", f"'dataframe_split' does not form a table: {_first_line(exc)}"
+            "BAD_REQUEST", f"'dataframe_split' does not form a table: {first_line(exc)}"
         ) from None
     return enforce_columns(frame, model)
 
@@ -270,7 +236,7 @@ def _tensor_input(key: str, value: Any, model: ServedModel) -> Any:
                 frame = pd.DataFrame({k: _as_column(v) for k, v in value.items()})
             except (ValueError, TypeError) as exc:
                 raise ProtocolError(
-                    "BAD_REQUEST", f"'{key}' columns do not form a table: {_first_line(exc)}"
+                    "BAD_REQUEST", f"'{key}' columns do not form a table: {first_line(exc)}"
                 ) from None
             return enforce_frame(frame, model)
     from mlflow.exceptions import MlflowException
@@ -280,7 +246,7 @@ def _tensor_input(key: str, value: Any, model: ServedModel) -> Any:
     try:
         return parse_tf_serving_input({key: value}, schema=schema)
     except MlflowException as exc:
-        raise ProtocolError("BAD_REQUEST", f"'{key}' is invalid: {_first_line(exc)}") from None
+        raise ProtocolError("BAD_REQUEST", f"'{key}' is invalid: {first_line(exc)}") from None
 
 
 def _as_column(value: Any) -> Any:
@@ -302,125 +268,9 @@ def _parse_csv(body: bytes, model: ServedModel) -> pd.DataFrame:
     except (ValueError, TypeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise ProtocolError(
             "BAD_REQUEST",
-            f"body is not CSV with a header row of column names: {_first_line(exc)}",
+            f"body is not CSV with a header row of column names: {first_line(exc)}",
         ) from None
     return enforce_frame(frame, model)
-
-
-# --------------------------------------------------------------------------------------------
-# signature enforcement
-
-
-def _check_column_names(columns: list[Any], model: ServedModel) -> None:
-    if model.columns is None:
-        return
-    expected = model.column_names
-    names = [str(c) for c in columns]
-    unknown = [c for c in names if c not in expected]
-    if unknown:
-        raise ProtocolError(
-            "INVALID_PARAMETER_VALUE",
-            f"unknown column(s) {_names(unknown)}; the model takes {_names(expected)}",
-        )
-    missing = [c.name for c in model.columns or () if c.required and c.name not in names]
-    if missing:
-        raise ProtocolError(
-            "INVALID_PARAMETER_VALUE",
-            f"missing column(s) {_names(missing)}; the model takes {_names(expected)}",
-        )
-    if len(set(names)) != len(names):
-        dup = sorted({c for c in names if names.count(c) > 1})
-        raise ProtocolError("INVALID_PARAMETER_VALUE", f"duplicate column(s) {_names(dup)}")
-
-
-def enforce_frame(frame: pd.DataFrame, model: ServedModel) -> pd.DataFrame:
-    """Check the frame's column names against the signature, then cast (see enforce_columns)."""
-    _check_column_names(list(frame.columns), model)
-    return enforce_columns(frame, model)
-
-
-def enforce_columns(frame: pd.DataFrame, model: ServedModel) -> pd.DataFrame:
-    """Cast each column to its signature type, in signature order; 400 on any value that does
-    not fit (naming the column, the row and the expected type)."""
-    if model.columns is None:
-        return frame
-    if frame.empty:
-        raise ProtocolError("BAD_REQUEST", "the input has no rows")
-    out = {}
-    for col in model.columns:
-        if col.name not in frame.columns:
-            continue
-        out[col.name] = _cast(frame[col.name], col)
-    return pd.DataFrame(out, index=frame.index)
-
-
-def _cast(series: pd.Series, col: Column) -> Any:
-    values = series.to_numpy()
-    if col.type in ("double", "float", "long", "integer"):
-        return _cast_number(series, values, col)
-    if col.type == "boolean":
-        if values.dtype == bool:
-            return values
-        bad = ~series.map(lambda v: isinstance(v, (bool, np.bool_))).to_numpy(dtype=bool)
-        if bad.any():
-            raise _type_error(col, series, bad)
-        return values.astype(bool)
-    if col.type == "string":
-        bad = ~series.map(lambda v: isinstance(v, str) or v is None).to_numpy(dtype=bool)
-        if bad.any():
-            raise _type_error(col, series, bad)
-        return values.astype(object)
-    if col.type == "datetime":
-        try:
-            return pd.to_datetime(series).to_numpy()
-        except (ValueError, TypeError):
-            raise _type_error(col, series, None) from None
-    return values
-
-
-def _cast_number(series: pd.Series, values: np.ndarray, col: Column) -> np.ndarray:
-    """Numbers only: strings and booleans are type errors; nulls only in float columns."""
-    if values.dtype.kind not in "fiu":
-        bad = np.fromiter(
-            (not _is_number_or_null(v) for v in values), dtype=bool, count=len(values)
-        )
-        if bad.any():
-            raise _type_error(col, series, bad)
-        values = values.astype(np.float64)
-    if col.dtype.kind == "f":
-        return values.astype(col.dtype, copy=False)
-    floats = values.astype(np.float64, copy=False)
-    bad = np.isnan(floats) | (floats != np.trunc(floats))
-    if bad.any():
-        raise _type_error(col, series, bad, "null" if np.isnan(floats[bad][0]) else None)
-    info = np.iinfo(col.dtype)
-    if values.dtype.kind == "f" and ((floats < info.min) | (floats > info.max)).any():
-        raise ProtocolError(
-            "INVALID_PARAMETER_VALUE", f"column '{col.name}' has values out of {col.type} range"
-        )
-    return values.astype(col.dtype)
-
-
-def _is_number_or_null(value: Any) -> bool:
-    if value is None:
-        return True
-    if isinstance(value, (bool, np.bool_)):
-        return False
-    return isinstance(value, (int, float, np.integer, np.floating))
-
-
-def _type_error(
-    col: Column, series: pd.Series, bad: np.ndarray | None, what: str | None = None
-) -> ProtocolError:
-    where = ""
-    if bad is not None and bad.any():
-        row = int(np.argmax(bad))
-        shown = what or repr(series.iloc[row])[:40]
-        where = f" (row {row}: {shown})"
-    return ProtocolError(
-        "INVALID_PARAMETER_VALUE",
-        f"column '{col.name}' must be {col.type}{where}",
-    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -448,15 +298,22 @@ def predict(model: ServedModel, model_input: ModelInput) -> Any:
         return model.pyfunc.predict(data)
     except MlflowException as exc:
         if exc.error_code in ("INVALID_PARAMETER_VALUE", "BAD_REQUEST"):
-            raise ProtocolError("INVALID_PARAMETER_VALUE", _first_line(exc.message)) from None
+            raise ProtocolError("INVALID_PARAMETER_VALUE", first_line(exc.message)) from None
         raise _model_error(exc) from exc
     except Exception as exc:  # the model's own code: never crash the worker
         raise _model_error(exc) from exc
 
 
+__all__ = [
+    "MAX_MESSAGE_CHARS", "STATUS", "ModelInput", "ProtocolError", "Reply", "check_content_type",
+    "enforce_columns", "enforce_frame", "error_body", "error_reply", "handle_invocation",
+    "parse_request", "predict", "serialize_predictions",
+]
+
+
 def _model_error(exc: BaseException) -> ProtocolError:
     return ProtocolError(
-        "MODEL_ERROR", f"the model raised {type(exc).__name__}: {_first_line(exc)}"
+        "MODEL_ERROR", f"the model raised {type(exc).__name__}: {first_line(exc)}"
     )
 
 
@@ -477,7 +334,7 @@ def serialize_predictions(predictions: Any) -> bytes:
         )
     except TypeError as exc:
         raise ProtocolError(
-            "MODEL_ERROR", f"the model's output cannot be written as JSON: {_first_line(exc)}"
+            "MODEL_ERROR", f"the model's output cannot be written as JSON: {first_line(exc)}"
         ) from None
 
 
@@ -505,18 +362,3 @@ def handle_invocation(body: bytes, content_type: str | None, model: ServedModel)
     """The whole request: parse, predict, serialise. Raises :class:`ProtocolError`."""
     model_input = parse_request(body, content_type, model)
     return Reply(200, serialize_predictions(predict(model, model_input)))
-
-
-def _names(names: Any) -> str:
-    names = list(names)
-    shown = ", ".join(repr(n) for n in names[:25])
-    return shown + (f" and {len(names) - 25} more" if len(names) > 25 else "")
-
-
-def _first_line(exc: BaseException | str) -> str:
-    text = str(exc).strip()
-    return _clip(text.splitlines()[0] if text else type(exc).__name__)
-
-
-def _clip(text: str) -> str:
-    return text if len(text) <= MAX_MESSAGE_CHARS else text[: MAX_MESSAGE_CHARS - 3] + "..."
