@@ -567,6 +567,12 @@ def test_cleanup_that_cannot_finish_names_what_is_left(make, emulator, session, 
     assert err.leftover[0].endswith(f"model/{new_model}") and new_model in err.hint
     assert {c.split()[0] for c in err.cleaned} == {"endpoint-config", "s3-object"}
     assert t.get("ep").model_uri == MODEL
+    # the same command again, once deleting works: the leftover is adopted, nothing is doubled
+    emulator.allow_deletes()
+    events = []
+    dep = SageMakerTarget(BASE, clients=session, progress=events.append).replace("ep", model2)
+    assert dep.model_uri == model2 and any(f"reusing model {new_model}" in str(e) for e in events)
+    assert {r.id for r in dep.resources} | {f"s3://{BUCKET}"} == sagemaker_inventory(session)
 
 
 def test_autoscaled_variant_keeps_its_instance_type(make, session, model2):

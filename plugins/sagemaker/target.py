@@ -36,7 +36,7 @@ from mldeploy.plugins.sagemaker._resources import (
     update_request,
 )
 from mldeploy.plugins.sagemaker.config import SageMakerConfig
-from mldeploy.plugins.sagemaker.errors import aws_errors, invocation_error, is_not_found
+from mldeploy.plugins.sagemaker.errors import aws_errors, invocation_error
 from mldeploy.target import (
     Deletion,
     Deployment,
@@ -165,12 +165,11 @@ class SageMakerTarget(Target):
             key = "ModelName" if kind == "model" else "EndpointConfigName"
             with aws_errors(f"create {kind} {name}"):
                 try:
-                    arn = describe(**{key: name})[arn_key]
-                    adopted = True
-                except Exception as exc:
-                    if not is_not_found(exc):
-                        raise
                     arn, adopted = create(**request)[arn_key], False
+                except Exception as exc:  # left by an earlier run of the same command?
+                    if "already exist" not in str(exc):
+                        raise
+                    arn, adopted = describe(**{key: name})[arn_key], True
             if kind == "endpoint-config" or name not in in_use:
                 ledger.add(kind, arn)
             self.progress(f"{'reusing' if adopted else 'created'} {kind} {name}")

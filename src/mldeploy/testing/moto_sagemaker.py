@@ -87,6 +87,9 @@ class SageMakerEmulator:
         finish and must report what it left."""
         self._refused.update(names)
 
+    def allow_deletes(self) -> None:
+        self._refused.clear()
+
     def release(self, name: str | None = None) -> None:
         """Finish hung transitions (of endpoint ``name``, or all) now."""
         with self._lock:
