@@ -622,3 +622,32 @@ def test_bucket_access_denied_is_clear_and_creates_nothing(make, session, monkey
     assert f"access to S3 bucket '{BUCKET}' is denied" in err.message
     assert "-C bucket=" in err.hint and key["SecretAccessKey"] not in str(err)
     assert sagemaker_inventory(session) == before
+
+
+@pytest.mark.parametrize("key,value,nearest", [
+    ("bucket_name", "b", "bucket"),           # MLflow's key, silently ignored there
+    ("image_url", "i", "image_uri"),          # MLflow's key
+    ("instance_typ", "ml.m5.large", "instance_type"),
+])
+def test_mlflow_style_keys_are_errors_naming_ours(key, value, nearest):
+    with pytest.raises(ConfigError, match=f"did you mean '{nearest}'"):
+        SageMakerTarget({key: value})
+
+
+def test_reserved_and_too_many_tags_are_refused():
+    with pytest.raises(ConfigError, match="reserved prefix"):
+        SageMakerTarget({"tags": {"mldeploy:endpoint": "x"}})
+    with pytest.raises(ConfigError, match="at most 48"):
+        SageMakerTarget({"tags": {f"k{i}": "v" for i in range(49)}})
+
+
+def test_replace_when_the_endpoint_config_was_deleted_out_of_band(make, session, emulator,
+                                                                  model2):
+    t = make()
+    dep = t.create("ep", MODEL)
+    emulator.strict = False  # someone else did it, as AWS allows
+    session.client("sagemaker").delete_endpoint_config(
+        EndpointConfigName=dep.details["endpoint_config"])
+    assert t.get("ep").variants == ()
+    new = make().replace("ep", model2)
+    assert new.status is Status.READY and [v.name for v in new.variants] == ["primary"]

@@ -164,7 +164,7 @@ def build_desired(cfg: SageMakerConfig, name: str, model_uri: str, artifact: Art
     variant = _variant(cfg, name, model_name, current, add)
     if current is not None and add:
         variants = [*current.config["ProductionVariants"], variant]
-    elif current is not None:
+    elif current is not None and current.config["ProductionVariants"]:
         variants = [variant if v["VariantName"] == variant["VariantName"] else v
                     for v in current.config["ProductionVariants"]]
     else:
@@ -202,11 +202,12 @@ def _variant(cfg: SageMakerConfig, name: str, model_name: str, current: Current 
         if cfg.variant_name is None and len(names) > 1:
             raise UsageError(f"endpoint {name!r} has variants {', '.join(names)}",
                              hint="say which one to replace with -C variant_name=NAME")
-        vname = cfg.variant_name or names[0]
-        if vname not in names:
+        vname = cfg.variant_name or (names[0] if names else DEFAULT_VARIANT)
+        if names and vname not in names:
             raise UsageError(f"endpoint {name!r} has no variant {vname!r}",
                              hint=f"its variants: {', '.join(names)}; use --mode add to add one")
-        old = next(v for v in current.config["ProductionVariants"] if v["VariantName"] == vname)
+        old = next((v for v in current.config["ProductionVariants"]
+                    if v["VariantName"] == vname), {})
         if cfg.serverless_config is not None and "ServerlessConfig" not in old:
             raise UsageError("a real-time endpoint cannot become serverless",
                              hint=f"mldeploy delete, then deploy --mode create, for {name!r}")

@@ -188,6 +188,12 @@ class SageMakerConfig:
                 and self.instance_count > self.autoscaling.max_capacity):
             raise ConfigError(f"instance_count ({self.instance_count}) exceeds "
                               f"autoscaling.max_capacity ({self.autoscaling.max_capacity})")
+        if len(self.tags) > 48:
+            raise ConfigError(f"{len(self.tags)} tags given; SageMaker allows 50 per resource "
+                              "and mldeploy uses 2", hint="give at most 48 tags")
+        bad = [k for k in self.tags if k.lower().startswith("aws:") or k.startswith("mldeploy:")]
+        if bad:
+            raise ConfigError(f"tag {bad[0]!r} uses a reserved prefix (aws:, mldeploy:)")
         for variant, weight in self.weights.items():
             if weight < 0:
                 raise ConfigError(f"weights.{variant} is negative")

@@ -52,6 +52,11 @@ def resolve_target(
     from mldeploy.config import load_config_file, merge
     from mldeploy.registry import get_target
 
+    if config_file is not None and config is not None and not isinstance(config, Mapping):
+        raise UsageError(
+            "a typed config object cannot be merged with a config file",
+            hint="pass config as a mapping, or put every key in the typed config",
+        )
     if config_file is not None or isinstance(config, Mapping):
         layers = [load_config_file(config_file) if config_file is not None else None, config]
         config = merge(*layers)
@@ -154,7 +159,7 @@ def traffic(
     target: TargetLike,
     *,
     name: str,
-    weights: Mapping[str, float],
+    weights: Mapping[str, float] | str,
     config: Any = None,
     config_file: str | Path | None = None,
     wait: bool = True,
