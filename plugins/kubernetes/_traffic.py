@@ -1,0 +1,179 @@
+"""Canaries and requests for the Kubernetes target: ``add`` (a canary Deployment under the same
+Service, its share of the pods = its share of the traffic), ``traffic`` (rescale, promote or
+drop it) and ``invoke`` (through the API server's service proxy, or a pod's for one variant)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from mldeploy.errors import (
+    DeploymentFailedError,
+    DeploymentTimeoutError,
+    InvocationError,
+    PredictionError,
+    UsageError,
+)
+from mldeploy.plugins.kubernetes import _checks
+from mldeploy.plugins.kubernetes import manifests as mf
+from mldeploy.plugins.kubernetes._ops import Ledger, rid, watch
+from mldeploy.plugins.kubernetes.errors import ApiError, Unreachable, scrub, translate
+from mldeploy.target import Deployment, Prediction, Status, encode_payload
+
+if TYPE_CHECKING:
+    from mldeploy.plugins.kubernetes.target import KubernetesTarget as _Base
+else:
+    _Base = object
+
+
+def replicas_for(stable: int, weight: float) -> int:
+    """Canary pods so that canary / (stable + canary) comes closest to ``weight`` (at least 1)."""
+    return max(1, round(weight * stable / (1 - weight))) if weight < 1 else stable
+
+
+class TrafficMixin(_Base):
+    def canary_replicas(self, stable: Mapping[str, Any], weight: float | None = None) -> int:
+        count = int((stable.get("status") or {}).get("replicas") or stable["spec"].get(
+            "replicas", 1))
+        return replicas_for(count, self.config.canary_weight if weight is None else weight)
+
+    def add(self, name: str, model_uri: str, *, wait: bool = True,
+            timeout: float | None = None) -> Deployment:
+        self.restart_clock()
+        kube = self.kube()
+        with self._guard(f"add to {name}", name):
+            stable = self._ours(kube, name)
+            cname = mf.deployment_name(name, mf.CANARY)
+            if kube.get("Deployment", cname) is not None:
+                raise UsageError(f"{name!r} already has a canary",
+                                 hint="promote or drop it first: mldeploy traffic -w "
+                                      "canary=1 (promote) or canary=0 (drop)")
+            model = self._model(name, model_uri, build=True)
+            canary = mf.deployment(self.config, name, kube.namespace, model, variant=mf.CANARY,
+                                   replicas=self.canary_replicas(stable))
+            _checks.check([canary])
+            ledger = Ledger(kube)
+            try:
+                ledger.create(canary)
+            except (ApiError, Unreachable) as exc:
+                raise translate(exc, f"add to {name}") from None
+            self._say(f"created canary {rid('Deployment', kube.namespace, cname)} with "
+                      f"{canary['spec']['replicas']} pods", Status.UPDATING)
+            if wait:
+                outcome = watch(kube, cname, timeout=timeout or self.config.timeout_seconds,
+                                poll=self.config.poll_interval_seconds,
+                                log_lines=self.config.log_lines, say=self._say)
+                if not outcome.ok:
+                    cleaned, leftover = ledger.undo()
+                    cls = DeploymentTimeoutError if outcome.timed_out else DeploymentFailedError
+                    raise cls(f"canary of {name!r} failed: {outcome.reason}", cleaned=cleaned,
+                              leftover=leftover, hint="the canary was removed; the stable "
+                              "model serves all traffic")
+            return self.get(name)
+
+    def traffic(self, name: str, weights: Mapping[str, float], *, wait: bool = True,
+                timeout: float | None = None) -> Deployment:
+        self.restart_clock()
+        kube = self.kube()
+        with self._guard(f"traffic {name}", name):
+            stable = self._ours(kube, name)
+            canary = kube.get("Deployment", mf.deployment_name(name, mf.CANARY))
+            known = {mf.STABLE, mf.CANARY} if canary is not None else {mf.STABLE}
+            unknown = sorted(set(weights) - known)
+            if unknown:
+                raise UsageError(f"{name!r} has no variant {unknown[0]!r}",
+                                 hint=f"variants: {', '.join(sorted(known))}")
+            w = {k: float(v) for k, v in weights.items()}
+            if any(v < 0 for v in w.values()):
+                raise UsageError("traffic weights cannot be negative")
+            if canary is None:
+                return self.get(name)
+            current = self.get(name).variants
+            share = {v.name: v.weight for v in current}
+            s, c = w.get(mf.STABLE, share[mf.STABLE]), w.get(mf.CANARY, share[mf.CANARY])
+            if s + c <= 0:
+                raise UsageError("traffic weights add up to 0", hint="give one variant weight")
+            fraction = c / (s + c)
+            cname = canary["metadata"]["name"]
+            if fraction == 0:
+                kube.delete("Deployment", cname)
+                self._say(f"dropped canary {cname}", Status.READY)
+            elif fraction == 1:
+                self._promote(kube, name, canary, wait=wait, timeout=timeout)
+            else:
+                n = self.canary_replicas(stable, fraction)
+                kube.patch("Deployment", cname, {"spec": {"replicas": n}})
+                self._say(f"canary {cname} scaled to {n} pods", Status.UPDATING)
+                if wait:
+                    watch(kube, cname, timeout=timeout or self.config.timeout_seconds,
+                          poll=self.config.poll_interval_seconds, log_lines=0, say=self._say)
+            return self.get(name)
+
+    def _promote(self, kube: Any, name: str, canary: dict[str, Any], *, wait: bool,
+                 timeout: float | None) -> None:
+        """The stable Deployment takes the canary's model (a watched rollout with rollback);
+        then the canary goes."""
+        template = canary["spec"]["template"]
+        model = mf.Model(template["metadata"]["annotations"].get(mf.MODEL_URI, ""),
+                         template["metadata"]["labels"].get(mf.VERSION, "unknown"),
+                         template["spec"]["containers"][0]["image"])
+        desired = mf.deployment(self.config, name, kube.namespace, model)
+        desired["spec"]["template"]["spec"] = template["spec"]
+        self.roll(kube, name, desired, wait=wait, timeout=timeout)
+        kube.delete("Deployment", canary["metadata"]["name"])
+        self._say(f"promoted the canary of {name}", Status.READY)
+
+    # -- invoke -------------------------------------------------------------------------------
+
+    def invoke(self, name: str, data: Any, *, content_type: str | None = None,
+               variant: str | None = None) -> Prediction:
+        kube = self.kube()
+        body, ctype = encode_payload(data, content_type)
+        with self._guard(f"invoke {name}", name):
+            svc = kube.get("Service", name)
+            if svc is None or (svc["metadata"].get("labels") or {}).get(
+                    mf.MANAGED_BY) != "mldeploy":
+                self._ours(kube, name)  # raises DeploymentNotFoundError
+            if variant is None:
+                status, raw, rtype = kube.proxy("Service", name, "http", "invocations", body,
+                                                content_type=ctype)
+            else:
+                status, raw, rtype = kube.proxy("Pod", self._pod(kube, name, variant), "8080",
+                                                "invocations", body, content_type=ctype)
+        if status >= 400:
+            raise _invocation_error(name, status, raw)
+        return Prediction.from_response(raw, rtype, variant=variant)
+
+    def _pod(self, kube: Any, name: str, variant: str) -> str:
+        if variant not in (mf.STABLE, mf.CANARY):
+            raise InvocationError(f"{name!r} has no variant {variant!r}", status=400,
+                                  hint="variants: stable, canary")
+        pods = [p for p in kube.list("Pod", mf.selector(name, variant)) if any(
+            c.get("type") == "Ready" and c.get("status") == "True"
+            for c in (p.get("status") or {}).get("conditions") or [])]
+        if not pods:
+            raise InvocationError(f"no ready pod of variant {variant!r} of {name!r}", status=503,
+                                  hint="mldeploy get shows the rollout")
+        return sorted(p["metadata"]["name"] for p in pods)[0]
+
+
+def _invocation_error(name: str, status: int, raw: bytes) -> InvocationError:
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        body = {}
+    body = body if isinstance(body, dict) else {}
+    if body.get("kind") == "Status":  # the API server's own answer, not the model server's
+        return InvocationError(f"cannot reach the model behind {name!r}: "
+                               f"{scrub(str(body.get('message', '')), 300)}", status=status,
+                               hint="mldeploy get shows whether pods are ready")
+    message = str(body.get("message") or raw[:200].decode("utf-8", "replace") or "no message")
+    message = scrub(message.split("Traceback (most recent call last)")[0], 300)
+    cls = PredictionError if status >= 500 else InvocationError
+    return cls(f"the model on {name!r} answered {status}: {message}", status=status,
+               error_code=body.get("error_code"), request_id=body.get("request_id"),
+               hint="kubectl logs -l app.kubernetes.io/instance=" + name)
+
+
+__all__ = ["TrafficMixin", "replicas_for"]

@@ -1,0 +1,349 @@
+"""The Kubernetes target: orchestration only (objects are built in ``manifests``, checked in
+``_checks``, sent by ``_client``; rollouts are judged in ``_rollout``; errors translated in
+``errors``).
+
+- ``create`` makes the Deployment, PDB, HPA and Service (a ledger: all removed again if the
+  rollout fails or times out);
+- ``replace`` patches the Deployment's pod template, watches the rollout (maxUnavailable 0: the
+  old pods serve until new ones are ready) and on failure patches the previous template back,
+  waits for it and deletes the ReplicaSet the failed rollout made;
+- ``add`` runs a canary Deployment under the same Service; ``traffic`` rescales, promotes or
+  drops it;
+- ``delete`` removes exactly the objects labelled as mldeploy's for that name.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from mldeploy.errors import (
+    DeploymentExistsError,
+    DeploymentFailedError,
+    DeploymentNotFoundError,
+    DeploymentTimeoutError,
+    MldeployError,
+    UsageError,
+)
+from mldeploy.plugins.kubernetes import _checks, _images, _rollout
+from mldeploy.plugins.kubernetes import manifests as mf
+from mldeploy.plugins.kubernetes._client import Clients, Kube, connect
+from mldeploy.plugins.kubernetes._ops import (
+    Ledger,
+    merge_patch,
+    owned_replicasets,
+    rid,
+    view,
+    watch,
+)
+from mldeploy.plugins.kubernetes._traffic import TrafficMixin
+from mldeploy.plugins.kubernetes.config import DNS_1035, KubernetesConfig, Output
+from mldeploy.plugins.kubernetes.errors import ApiError, Unreachable, translate
+from mldeploy.target import (
+    Action,
+    Change,
+    Deletion,
+    Deployment,
+    DeployMode,
+    Plan,
+    Resource,
+    Status,
+    Target,
+    Variant,
+)
+
+KINDS = ("Deployment", "PodDisruptionBudget", "HorizontalPodAutoscaler", "Service")
+MAX_NAME = 56  # NAME-canary must stay a valid label value
+
+
+@dataclass(frozen=True)
+class KubernetesPlan(Plan):
+    """A dry run with the objects it would send, as wire-form dicts (``to_yaml()`` for
+    ``kubectl apply -f -`` or a GitOps repository)."""
+
+    manifests: tuple[dict[str, Any], ...] = ()
+
+    def to_yaml(self) -> str:
+        return mf.to_yaml(list(self.manifests))
+
+
+def check_name(name: str) -> str:
+    if not (DNS_1035.match(name) and len(name) <= MAX_NAME):
+        raise UsageError(f"deployment name {name!r} is not valid on Kubernetes",
+                         hint=f"a letter, then lowercase letters, digits and '-', at most "
+                              f"{MAX_NAME} (it names the Service, a DNS label)")
+    return name
+
+
+class KubernetesTarget(TrafficMixin, Target):
+    name = "kubernetes"
+    config_class = KubernetesConfig
+    config: KubernetesConfig
+
+    # -- connection ---------------------------------------------------------------------------
+
+    def _location(self) -> tuple[str | None, str | None]:
+        parts = (self.location or "").strip("/").split("/") if self.location else []
+        return (parts[0] or None if parts else None), (parts[1] or None if len(parts) > 1
+                                                       else None)
+
+    def _clients(self) -> Clients:
+        if not isinstance(self.clients, Clients):
+            context, _ = self._location()
+            if self.clients is not None:  # a kubernetes.client.ApiClient handed in
+                self.clients = Clients(self.clients)
+            else:
+                self.clients = connect(context or self.config.context, self.config.kubeconfig)
+        return self.clients
+
+    def kube(self) -> Kube:
+        c = self._clients()
+        _, namespace = self._location()
+        return Kube(c.api, namespace or self.config.namespace or c.namespace or "default")
+
+    def _say(self, message: str, status: Status | None = None) -> None:
+        self.progress(message, status)
+
+    def _guard(self, action: str, name: str | None = None) -> Any:
+        return _Guard(action, name)
+
+    # -- create -------------------------------------------------------------------------------
+
+    def _model(self, name: str, model_uri: str, *, build: bool) -> mf.Model:
+        builder = (self._clients().build_image or _images.docker_builder) if build else None
+        return _images.resolve(self.config, name, model_uri, build=builder, log=self._say)
+
+    def create(self, name: str, model_uri: str, *, wait: bool = True,
+               timeout: float | None = None) -> Deployment:
+        check_name(name)
+        self.restart_clock()
+        kube = self.kube()
+        with self._guard(f"create {name}"):
+            self._refuse_existing(kube, name)
+            model = self._model(name, model_uri, build=True)
+            objs = mf.create_set(self.config, name, kube.namespace, model)
+            _checks.check(objs)
+            ledger = Ledger(kube)
+            try:
+                for obj in objs:
+                    ledger.create(obj)
+                    self._say(f"created {rid(obj['kind'], kube.namespace, name)}",
+                              Status.CREATING)
+            except (ApiError, Unreachable) as exc:
+                ledger.undo()
+                raise translate(exc, f"create {name}") from None
+            if wait:
+                outcome = watch(kube, name, timeout=timeout or self.config.timeout_seconds,
+                                poll=self.config.poll_interval_seconds,
+                                log_lines=self.config.log_lines, say=self._say)
+                if not outcome.ok:
+                    cleaned, leftover = ledger.undo()
+                    cls = DeploymentTimeoutError if outcome.timed_out else DeploymentFailedError
+                    raise cls(f"deployment {name!r} failed: {outcome.reason}", cleaned=cleaned,
+                              leftover=leftover,
+                              hint="everything this run created was removed" if not leftover
+                              else "remove the leftover objects named above by hand")
+            self._say(f"{name} is ready" if wait else f"{name} is rolling out",
+                      Status.READY if wait else Status.CREATING)
+            return self.get(name)
+
+    def _refuse_existing(self, kube: Kube, name: str) -> None:
+        for kind in KINDS:
+            obj = kube.get(kind, name)
+            if obj is not None:
+                ours = (obj["metadata"].get("labels") or {}).get(mf.MANAGED_BY) == "mldeploy"
+                raise DeploymentExistsError(
+                    f"{rid(kind, kube.namespace, name)} already exists"
+                    + ("" if ours else " and was not made by mldeploy"),
+                    hint="use --mode replace to change its model" if ours else
+                    "choose another name or namespace")
+
+    # -- replace --------------------------------------------------------------------------------
+
+    def replace(self, name: str, model_uri: str, *, wait: bool = True,
+                timeout: float | None = None) -> Deployment:
+        check_name(name)
+        self.restart_clock()
+        kube = self.kube()
+        with self._guard(f"replace {name}", name):
+            self._ours(kube, name)
+            model = self._model(name, model_uri, build=True)
+            self.roll(kube, name, mf.deployment(self.config, name, kube.namespace, model),
+                      wait=wait, timeout=timeout)
+            return self.get(name)
+
+    def roll(self, kube: Kube, name: str, desired: dict[str, Any], *, wait: bool,
+             timeout: float | None) -> None:
+        """Move Deployment ``name`` to ``desired``'s template; on failure move it back."""
+        _checks.check([desired])
+        before = self._ours(kube, name)
+        sets_before = owned_replicasets(kube, before)
+        patch = merge_patch(view(before), view(desired))
+        if not patch:
+            self._say(f"{name} already runs this model", Status.READY)
+            return
+        try:
+            kube.patch("Deployment", name, patch)
+        except (ApiError, Unreachable) as exc:
+            raise translate(exc, f"replace {name}") from None
+        self._say(f"rolling out a new revision of {name}", Status.UPDATING)
+        if not wait:
+            return
+        limit = timeout or self.config.timeout_seconds
+        outcome = watch(kube, name, timeout=limit, poll=self.config.poll_interval_seconds,
+                        log_lines=self.config.log_lines, say=self._say)
+        if outcome.ok:
+            return
+        self._say(f"rollout of {name} failed; rolling back", Status.UPDATING)
+        cleaned, leftover = self._roll_back(kube, name, before, sets_before, limit)
+        cls = DeploymentTimeoutError if outcome.timed_out else DeploymentFailedError
+        raise cls(f"replace of {name!r} failed: {outcome.reason}", cleaned=cleaned,
+                  leftover=leftover,
+                  hint="rolled back: the previous model is still serving" if not leftover else
+                  "the rollback did not finish: check kubectl rollout status deployment/" + name)
+
+    def _roll_back(self, kube: Kube, name: str, before: dict[str, Any],
+                   sets_before: dict[str, str], limit: float) -> tuple[list[str], list[str]]:
+        try:
+            current = kube.get("Deployment", name) or before
+            kube.patch("Deployment", name, merge_patch(view(current), view(before)))
+            back = watch(kube, name, timeout=limit, poll=self.config.poll_interval_seconds,
+                         log_lines=0, say=self._say)
+        except (ApiError, Unreachable):
+            return [], [rid("Deployment", kube.namespace, name)]
+        if not back.ok:
+            return [], [rid("Deployment", kube.namespace, name)]
+        cleaned = []
+        now = kube.get("Deployment", name) or before
+        for rs in sorted(set(owned_replicasets(kube, now)) - set(sets_before)):
+            if kube.delete("ReplicaSet", rs):
+                cleaned.append(rid("ReplicaSet", kube.namespace, rs))
+        return cleaned, []
+
+    def _ours(self, kube: Kube, name: str, variant: str = mf.STABLE) -> dict[str, Any]:
+        dep = kube.get("Deployment", mf.deployment_name(name, variant))
+        if dep is None or (dep["metadata"].get("labels") or {}).get(mf.MANAGED_BY) != "mldeploy":
+            raise DeploymentNotFoundError(
+                f"no deployment {name!r} made by mldeploy in namespace {kube.namespace!r}",
+                hint="mldeploy list --target kubernetes shows them")
+        return dep
+
+    # -- delete / get / list ------------------------------------------------------------------
+
+    def delete(self, name: str, *, wait: bool = True, timeout: float | None = None) -> Deletion:
+        kube = self.kube()
+        with self._guard(f"delete {name}"):
+            found = [(kind, o["metadata"]["name"]) for kind in reversed(KINDS)
+                     for o in kube.list(kind, mf.selector(name))]
+            removed, leftover = [], []
+            for kind, obj_name in found:  # the Service first: traffic stops before pods go
+                r = Resource(kind.lower(), rid(kind, kube.namespace, obj_name))
+                (removed if kube.delete(kind, obj_name) else leftover).append(r)
+            if wait:
+                until = time.monotonic() + (timeout or self.config.timeout_seconds)
+                while kube.list("Deployment", mf.selector(name)) and time.monotonic() < until:
+                    time.sleep(self.config.poll_interval_seconds)
+            return Deletion(name, self.name, existed=bool(found), removed=tuple(removed),
+                            leftover=())
+
+    def get(self, name: str) -> Deployment:
+        kube = self.kube()
+        with self._guard(f"get {name}", name):
+            stable = self._ours(kube, name)
+            canary = kube.get("Deployment", mf.deployment_name(name, mf.CANARY))
+            return self._describe(kube, name, stable, canary)
+
+    def _describe(self, kube: Kube, name: str, stable: dict[str, Any],
+                  canary: dict[str, Any] | None) -> Deployment:
+        st = _rollout.state(stable)
+        rev = int((stable["metadata"].get("annotations") or {}).get(_rollout.REVISION, "1"))
+        status = {_rollout.Phase.DONE: Status.READY, _rollout.Phase.FAILED: Status.FAILED}.get(
+            st.phase, Status.UPDATING if rev > 1 or st.available else Status.CREATING)
+        if stable["metadata"].get("deletionTimestamp"):
+            status = Status.DELETING
+        deps = [d for d in (stable, canary) if d is not None]
+        counts = [int(d["spec"].get("replicas", 1)) for d in deps]
+        variants = tuple(
+            Variant(d["metadata"]["labels"].get(mf.VARIANT, mf.STABLE), n / max(sum(counts), 1),
+                    (d["metadata"].get("annotations") or {}).get(mf.MODEL_URI), n)
+            for d, n in zip(deps, counts, strict=True))
+        resources = [Resource(k.lower(), rid(k, kube.namespace, o["metadata"]["name"]))
+                     for k in KINDS for o in kube.list(k, mf.selector(name))]
+        svc = kube.get("Service", name)
+        url = f"http://{name}.{kube.namespace}.svc.cluster.local:{self.config.port}/invocations"
+        ingress = ((svc or {}).get("status") or {}).get("loadBalancer", {}).get("ingress") or []
+        if ingress:
+            host = ingress[0].get("hostname") or ingress[0].get("ip")
+            url = f"http://{host}:{svc['spec']['ports'][0]['port']}/invocations"  # type: ignore
+        template = stable["spec"]["template"]
+        return Deployment(
+            name, self.name, status, url=url, model_uri=variants[0].model_uri,
+            resources=tuple(resources), variants=variants,
+            failure_reason=st.message if status is Status.FAILED else None,
+            details={"namespace": kube.namespace, "revision": rev, "rollout": st.message,
+                     "image": template["spec"]["containers"][0]["image"],
+                     "model_version": template["metadata"]["labels"].get(mf.VERSION),
+                     "proxy": f"{kube.path('Service', name + ':http', 'proxy/invocations')}"})
+
+    def list(self) -> list[Deployment]:
+        kube = self.kube()
+        with self._guard("list deployments"):
+            stables = kube.list("Deployment", {mf.MANAGED_BY: "mldeploy", mf.VARIANT: mf.STABLE})
+            out = []
+            for dep in sorted(stables, key=lambda d: d["metadata"]["name"]):
+                name = dep["metadata"]["labels"].get(mf.INSTANCE, dep["metadata"]["name"])
+                canary = kube.get("Deployment", mf.deployment_name(name, mf.CANARY))
+                out.append(self._describe(kube, name, dep, canary))
+            return out
+
+    # -- plan ---------------------------------------------------------------------------------
+
+    def plan(self, mode: DeployMode, name: str, model_uri: str) -> KubernetesPlan:
+        check_name(name)
+        kube = self.kube()
+        with self._guard(f"plan {name}"):
+            model = self._model(name, model_uri, build=False)
+            ns = kube.namespace
+            if mode is DeployMode.CREATE:
+                self._refuse_existing(kube, name)
+                objs = ([mf.inference_service(self.config, name, ns, model)]
+                        if self.config.output is Output.KSERVE
+                        else mf.create_set(self.config, name, ns, model))
+                _checks.check(objs)
+                changes = [Change(Action.CREATE, Resource(o["kind"].lower(), rid(
+                    o["kind"], ns, o["metadata"]["name"]))) for o in objs]
+                return KubernetesPlan(self.name, name, mode, tuple(changes), tuple(objs))
+            stable = self._ours(kube, name)
+            variant = mf.CANARY if mode is DeployMode.ADD else mf.STABLE
+            desired = mf.deployment(self.config, name, ns, model, variant=variant,
+                                    replicas=self.canary_replicas(stable) if variant == mf.CANARY
+                                    else None)
+            _checks.check([desired])
+            dname = desired["metadata"]["name"]
+            old = stable["spec"]["template"]["metadata"]["labels"].get(mf.VERSION)
+            action = Action.CREATE if variant == mf.CANARY else Action.UPDATE
+            detail = (f"model version {old} -> {model.version}, image {model.image}"
+                      if action is Action.UPDATE else f"canary: {model.version}")
+            change = Change(action, Resource("deployment", rid("Deployment", ns, dname)), detail)
+            return KubernetesPlan(self.name, name, mode, (change,), (desired,))
+
+
+class _Guard:
+    """Translate any API error escaping a verb (``name``: a 404 is that deployment's)."""
+
+    def __init__(self, action: str, name: str | None) -> None:
+        self.action, self.name = action, name
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+        if exc is None or isinstance(exc, MldeployError):
+            return False
+        if isinstance(exc, (ApiError, Unreachable)):
+            raise translate(exc, self.action, name=self.name) from None
+        return False
+
+
+__all__ = ["KubernetesPlan", "KubernetesTarget", "check_name"]
