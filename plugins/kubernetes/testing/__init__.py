@@ -136,6 +136,10 @@ class FakeCluster:
         """Put an object into the cluster directly (as another tool or user would)."""
         self._call(lambda: self.emulator.put(obj))
 
+    def served(self) -> list[str]:
+        """The pods that answered proxied requests, in order."""
+        return self._call(lambda: list(self.emulator.served))
+
     def inventory(self) -> set[str]:
         """``Kind/namespace/name`` of every top-level object (what mldeploy creates)."""
         return {f"{kind}/{o['metadata']['namespace']}/{o['metadata']['name']}"

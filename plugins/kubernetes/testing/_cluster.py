@@ -65,6 +65,7 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         self.images: dict[str, str | None] = {}  # image reference -> model directory
         self.behaviours: dict[str, Behaviour] = {}
         self.controllers = Controllers(self, self._behaviour_of)
+        self.served: list[str] = []  # the pod that answered each proxied request
         self.models = _MODELS  # loaded models, shared by every fake cluster in the process
         self._rv = itertools.count(1)
         for kind, (group, version, plural) in RESOURCES.items():
@@ -172,10 +173,10 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             return  # kmock answers 404
         new = merge_patch_dict(old, request.data)
         new = json.loads(json.dumps(new))
-        self._validate(kind, new)
         if kind == "Deployment" and new["spec"]["selector"] != old["spec"]["selector"]:
             raise _invalid(kind, old["metadata"]["name"], "spec.selector",
                            "field is immutable")
+        self._validate(kind, new)
         meta = {"resourceVersion": str(next(self._rv))}
         if new.get("spec") != old.get("spec"):
             meta["generation"] = int(old["metadata"].get("generation", 1)) + 1
@@ -247,6 +248,7 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         from mldeploy.container import protocol
 
         headers = {"X-Served-By": pod["metadata"]["name"]}
+        self.served.append(pod["metadata"]["name"])
         if path in ("ping", "health") and method == "GET":
             return aiohttp.web.Response(status=200, headers=headers)
         if path != "invocations" or method != "POST":
