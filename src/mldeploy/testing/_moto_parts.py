@@ -8,6 +8,36 @@ import time
 from typing import Any
 
 
+class ContainerError(Exception):
+    """Raised by a responder for a non-2xx answer of the serving container."""
+
+    def __init__(self, status: int, body: str) -> None:
+        super().__init__(f"{status}: {body[:200]}")
+        self.status, self.body = status, body
+
+
+def container_responder(base_url: str, *, timeout: float = 60.0) -> Any:
+    """A responder that forwards each InvokeEndpoint to a running serving container
+    (``mldeploy serve`` or the image, on 127.0.0.1): SageMaker's runtime in front of the real
+    container, as ``/invocations`` with the caller's body and Content-Type."""
+    import urllib.error
+    import urllib.request
+
+    url = base_url.rstrip("/") + "/invocations"
+
+    def respond(endpoint: str, variant: str, model: str, body: bytes,
+                content_type: str = "application/json") -> tuple[bytes, str]:
+        req = urllib.request.Request(url, data=body, method="POST",
+                                     headers={"Content-Type": content_type})
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as r:
+                return r.read(), r.headers.get("Content-Type", "application/json")
+        except urllib.error.HTTPError as exc:
+            raise ContainerError(exc.code, exc.read().decode("utf-8", "replace")) from None
+
+    return respond
+
+
 def invoke_response(em: Any, resp: Any) -> Any:
     """InvokeEndpoint as SageMaker answers it, through the emulator's responder."""
     from moto.sagemaker.models import sagemaker_backends
@@ -35,15 +65,17 @@ def invoke_response(em: Any, resp: Any) -> Any:
                       "with message \"...\".", OriginalStatusCode=status,
                       OriginalMessage=json.dumps({"error_code": "MODEL_ERROR",
                                                   "message": message}))
+    headers = {k.lower(): v for k, v in resp.headers.items()}
     body = resp.body if isinstance(resp.body, bytes) else (resp.body or "").encode()
+    ctype_in = headers.get("content-type", "application/json")
     try:
-        out, ctype = em.responder(name, variant, variants[variant]["ModelName"], body)
-    except ValueError as exc:  # the container answered 400
-        return error_response(424, "ModelError", "Received client error (400) from primary.",
-                      OriginalStatusCode=400, OriginalMessage=json.dumps(
-                          {"error_code": "BAD_REQUEST", "message": str(exc)}))
+        out, ctype = em.responder(name, variant, variants[variant]["ModelName"], body, ctype_in)
+    except ContainerError as exc:  # SageMaker wraps a container's error as ModelError (424)
+        kind = "client" if exc.status < 500 else "server"
+        return error_response(424, "ModelError", f"Received {kind} error ({exc.status}) from "
+                              f"primary with message \"{exc.body[:200]}\".",
+                              OriginalStatusCode=exc.status, OriginalMessage=exc.body)
     return 200, {"Content-Type": ctype, "x-Amzn-Invoked-Production-Variant": variant}, out
-
 
 def write_logs(backend: Any, ep: Any, lines: list[str]) -> None:
     """Container log lines into moto's CloudWatch Logs, where SageMaker puts them."""
@@ -61,9 +93,10 @@ def write_logs(backend: Any, ep: Any, lines: list[str]) -> None:
                                         for i, line in enumerate(lines)])
 
 
-def default_responder(endpoint: str, variant: str, model: str, body: bytes) -> tuple[bytes, str]:
+def default_responder(endpoint: str, variant: str, model: str, body: bytes,
+                      content_type: str = "application/json") -> tuple[bytes, str]:
     """One prediction per input row: the name of the model that served it. A body that is not
-    a scoring request raises ValueError (the emulator answers as SageMaker does for a 400)."""
+    a scoring request is answered as a container's 400."""
     try:
         doc = json.loads(body)
         if isinstance(doc, dict):
@@ -73,8 +106,9 @@ def default_responder(endpoint: str, variant: str, model: str, body: bytes) -> t
         else:
             rows = len(doc)
     except (ValueError, TypeError, StopIteration, KeyError):
-        raise ValueError("the body is not a scoring request (dataframe_split, dataframe_records, "
-                         "instances or inputs)") from None
+        raise ContainerError(400, json.dumps({
+            "error_code": "BAD_REQUEST", "message": "the body is not a scoring request "
+            "(dataframe_split, dataframe_records, instances or inputs)"})) from None
     return json.dumps({"predictions": [model] * rows}).encode(), "application/json"
 
 

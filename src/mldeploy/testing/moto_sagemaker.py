@@ -18,8 +18,9 @@ not exist. While a :class:`SageMakerEmulator` is active (in-process ``mock_aws``
   refused (AWS allows it and breaks the endpoint later; a deployment tool should never do it).
 - ``InvokeEndpoint`` refuses unknown or not-ready endpoints and answers through ``responder``:
   by default ``{"predictions": [MODEL_NAME, ...]}``, one per input row, naming the model of the
-  variant that served, so a test can see which model answered. ``fail_next_invoke`` fakes a
-  model error (HTTP 424 ``ModelError`` with the container's status).
+  variant that served, so a test can see which model answered. ``container_responder(URL)``
+  forwards to a real serving container on 127.0.0.1 instead (its 4xx/5xx become SageMaker's
+  424 ``ModelError`` with ``OriginalStatusCode``). ``fail_next_invoke`` fakes a model error.
 
 Use it as a context manager around ``mock_aws()`` or a running ``ThreadedMotoServer``.
 """
@@ -32,9 +33,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from mldeploy.testing._moto_parts import default_responder, invoke_response, write_logs
+from mldeploy.testing._moto_parts import (
+    ContainerError,
+    container_responder,
+    default_responder,
+    invoke_response,
+    write_logs,
+)
 
-Responder = Callable[[str, str, str, bytes], tuple[bytes, str]]
+# (endpoint, variant, model name, body, content type) -> (body, content type); raise
+# ContainerError for a non-2xx answer
+Responder = Callable[[str, str, str, bytes, str], tuple[bytes, str]]
 
 
 @dataclass
@@ -368,4 +377,5 @@ class SageMakerEmulator:
 
 from mldeploy.testing.aws import reset_backends, sagemaker_inventory  # noqa: E402
 
-__all__ = ["SageMakerEmulator", "default_responder", "reset_backends", "sagemaker_inventory"]
+__all__ = ["ContainerError", "SageMakerEmulator", "container_responder", "default_responder",
+           "reset_backends", "sagemaker_inventory"]
