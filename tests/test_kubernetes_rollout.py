@@ -227,7 +227,8 @@ def test_translate(status, cls, words):
 # -- kubeconfig ---------------------------------------------------------------------------------
 
 
-def test_kubeconfig_context_and_namespace(cluster, tmp_path):
+@pytest.fixture
+def kubeconfig(cluster, tmp_path):
     path = tmp_path / "kubeconfig"
     path.write_text(f"""apiVersion: v1
 kind: Config
@@ -244,6 +245,11 @@ contexts:
   context: {{cluster: fake, user: dev}}
 current-context: other
 """)
+    return path
+
+
+def test_kubeconfig_context_and_namespace(cluster, kubeconfig):
+    path = kubeconfig
     target = KubernetesTarget({**BASE, "kubeconfig": str(path)}, location="fake-ml")
     target.clients = None
     target._clients()  # connect from the kubeconfig
@@ -253,3 +259,19 @@ current-context: other
     with pytest.raises(ConfigError, match="kubeconfig") as info:
         KubernetesTarget({**BASE, "kubeconfig": str(path), "context": "nope"}).list()
     assert "not-a-real-token" not in str(info.value)
+
+
+def test_cli_dry_run_through_the_registry(cluster, kubeconfig, capsys):
+    from mldeploy.cli import main
+
+    main(["deploy", "-t", "kubernetes:/fake-ml", "-n", "churn", "-m", MODEL, "--dry-run",
+          "-C", f"kubeconfig={kubeconfig}", "-C", "registry=registry.test/ml"])
+    out = capsys.readouterr().out
+    assert "create churn on kubernetes would:" in out
+    assert "+ deployment Deployment/ml/churn" in out
+    assert cluster.inventory() == set()
+    with pytest.raises(SystemExit) as failed:
+        main(["get", "-t", "kubernetes:/fake-ml", "-n", "churn", "-C", f"kubeconfig={kubeconfig}"])
+    assert failed.value.code == 1
+    err = capsys.readouterr().err
+    assert "no deployment 'churn' made by mldeploy" in err and "Traceback" not in err

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from mldeploy.errors import ConfigError
+from mldeploy.errors import ConfigError, TargetNotFoundError
 from mldeploy.plugins.kubernetes.errors import ApiError, Unreachable, scrub
 
 # kind -> (API path prefix, plural)
@@ -48,8 +48,12 @@ class Clients:
 def connect(context: str | None, kubeconfig: str | None) -> Clients:
     """Clients from the kubeconfig (``context`` or its current one), else the in-cluster
     service account when no kubeconfig is found and none was named."""
-    from kubernetes import client, config
-
+    try:
+        from kubernetes import client, config
+    except ImportError:
+        raise TargetNotFoundError("the kubernetes target needs the kubernetes package, which "
+                                  "is not installed",
+                                  hint="pip install 'mldeploy[kubernetes]'") from None
     cfg = client.Configuration()
     path = os.path.expanduser(kubeconfig) if kubeconfig else None
     try:

@@ -236,16 +236,15 @@ class KubernetesTarget(TrafficMixin, Target):
         with self._guard(f"delete {name}"):
             found = [(kind, o["metadata"]["name"]) for kind in reversed(KINDS)
                      for o in kube.list(kind, mf.selector(name))]
-            removed, leftover = [], []
+            removed = []
             for kind, obj_name in found:  # the Service first: traffic stops before pods go
-                r = Resource(kind.lower(), rid(kind, kube.namespace, obj_name))
-                (removed if kube.delete(kind, obj_name) else leftover).append(r)
+                if kube.delete(kind, obj_name):  # False: gone meanwhile (404), nothing to do
+                    removed.append(Resource(kind.lower(), rid(kind, kube.namespace, obj_name)))
             if wait:
                 until = time.monotonic() + (timeout or self.config.timeout_seconds)
                 while kube.list("Deployment", mf.selector(name)) and time.monotonic() < until:
                     time.sleep(self.config.poll_interval_seconds)
-            return Deletion(name, self.name, existed=bool(found), removed=tuple(removed),
-                            leftover=())
+            return Deletion(name, self.name, existed=bool(found), removed=tuple(removed))
 
     def get(self, name: str) -> Deployment:
         kube = self.kube()
