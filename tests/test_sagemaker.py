@@ -651,3 +651,19 @@ def test_replace_when_the_endpoint_config_was_deleted_out_of_band(make, session,
     assert t.get("ep").variants == ()
     new = make().replace("ep", model2)
     assert new.status is Status.READY and [v.name for v in new.variants] == ["primary"]
+
+
+def test_async_endpoint_invoke_goes_through_s3(make, session, model2):
+    t = make(async_inference_config={"output_path": f"s3://{BUCKET}/async-out"})
+    dep = t.create("as", MODEL)
+    pred = t.invoke("as", BODY)
+    (model_arn,) = [r.id for r in dep.resources if r.kind == "model"]
+    assert pred.predictions == [model_arn.rsplit("/", 1)[1]] * ROWS
+    keys = [o["Key"] for o in session.client("s3").list_objects_v2(
+        Bucket=BUCKET, Prefix="async-out/")["Contents"]]
+    assert len(keys) == 1 and keys[0].endswith(".out")
+    assert not session.client("s3").list_objects_v2(
+        Bucket=BUCKET, Prefix="mldeploy/as/async-input/").get("Contents"), "request removed"
+    with pytest.raises(InvocationError, match="failed") as info:
+        t.invoke("as", b'{"nope": 1}')
+    assert "not a scoring request" in info.value.message

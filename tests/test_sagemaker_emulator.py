@@ -230,3 +230,25 @@ def test_refused_deletes_are_access_denied(sm):
         with pytest.raises(ClientError) as info:
             sm.delete_model(ModelName="m1")
         assert code(info) == "AccessDeniedException"
+
+
+def test_async_endpoints_answer_through_s3(sm, session):
+    s3, rt = session.client("s3"), session.client("sagemaker-runtime")
+    with SageMakerEmulator():
+        s3.create_bucket(Bucket="io-bucket")
+        s3.put_object(Bucket="io-bucket", Key="in.json", Body=json.dumps({"inputs": [[1], [2]]}))
+        model(sm, "m1")
+        sm.create_endpoint_config(EndpointConfigName="c1", ProductionVariants=[{
+            "VariantName": "v0", "ModelName": "m1", "InstanceType": "ml.m5.large",
+            "InitialInstanceCount": 1}], AsyncInferenceConfig={
+                "OutputConfig": {"S3OutputPath": "s3://io-bucket/out"}})
+        sm.create_endpoint(EndpointName="ep", EndpointConfigName="c1")
+        with pytest.raises(ClientError, match="asynchronous"):
+            rt.invoke_endpoint(EndpointName="ep", Body=b"{}", ContentType="application/json")
+        r = rt.invoke_endpoint_async(EndpointName="ep", InputLocation="s3://io-bucket/in.json",
+                                     ContentType="application/json")
+        key = r["OutputLocation"].removeprefix("s3://io-bucket/")
+        assert key.startswith("out/") and r["FailureLocation"].startswith("s3://io-bucket/out/")
+        obj = s3.get_object(Bucket="io-bucket", Key=key)
+        assert json.loads(obj["Body"].read()) == {"predictions": ["m1", "m1"]}
+        assert obj["ContentType"] == "application/json"

@@ -269,6 +269,50 @@ class Ledger:
         return cleaned, leftover
 
 
+def invoke_async(c: Clients, name: str, body: bytes, content_type: str, bucket: str, *,
+                 timeout: float, poll: float) -> tuple[bytes, str]:
+    """InvokeEndpointAsync: the request goes to S3, the answer is awaited at the output
+    location (or the failure location). The request object is removed afterwards."""
+    import uuid
+
+    from mldeploy.errors import InvocationError
+
+    s3 = c["s3"]
+    key = f"mldeploy/{name}/async-input/{uuid.uuid4().hex}"
+    with aws_errors(f"send the request for {name} to s3://{bucket}"):
+        ensure_bucket(c, bucket)
+        s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType=content_type)
+    try:
+        with aws_errors(f"invoke {name} asynchronously", name=name):
+            resp = c["sagemaker-runtime"].invoke_endpoint_async(
+                EndpointName=name, InputLocation=f"s3://{bucket}/{key}", ContentType=content_type)
+        out, failed = resp["OutputLocation"], resp.get("FailureLocation")
+        deadline = time.monotonic() + timeout
+        while True:
+            for uri, is_failure in ((out, False), (failed, True)):
+                if not uri:
+                    continue
+                b, _, k = uri[len("s3://"):].partition("/")
+                if object_exists(c, b, k):
+                    with aws_errors(f"read {uri}"):
+                        obj = s3.get_object(Bucket=b, Key=k)
+                        data = obj["Body"].read()
+                    if is_failure:
+                        raise InvocationError(f"the model on {name!r} failed: "
+                                              f"{scrub(data.decode('utf-8', 'replace'), 300)}",
+                                              status=500, hint=f"details at {uri}")
+                    return data, obj.get("ContentType") or "application/json"
+            if time.monotonic() >= deadline:
+                raise InvocationError(f"no answer from {name!r} at {out} within {timeout:.0f}s",
+                                      hint="async requests can take long: raise timeout_seconds")
+            time.sleep(poll)
+    finally:
+        try:
+            remove(c, "s3-object", f"s3://{bucket}/{key}")
+        except MldeployError:
+            pass
+
+
 # -- removing things (idempotent: what is already gone counts as removed) ----------------------
 
 
@@ -325,6 +369,6 @@ def register_autoscaling(c: Clients, name: str, variant: str, a: Any) -> str:
 
 
 __all__ = ["SCALABLE_DIMENSION", "Clients", "Ledger", "bucket_exists", "describe_endpoint",
-           "ensure_bucket", "list_endpoint_names", "list_keys", "log_tail", "managed_resources",
-           "model_tags", "object_exists", "read_current", "register_autoscaling", "remove",
-           "scalable_targets", "wait_endpoint"]
+           "ensure_bucket", "invoke_async", "list_endpoint_names", "list_keys", "log_tail",
+           "managed_resources", "model_tags", "object_exists", "read_current",
+           "register_autoscaling", "remove", "scalable_targets", "wait_endpoint"]

@@ -17,6 +17,7 @@ from mldeploy.errors import (
     DeploymentFailedError,
     DeploymentNotFoundError,
     DeploymentTimeoutError,
+    InvocationError,
     MldeployError,
     TargetError,
     UsageError,
@@ -66,6 +67,10 @@ class SageMakerTarget(Target):
                 self.clients = aws.Clients.create(region, self.config.assume_role_arn)
         return self.clients
 
+    def _bucket(self) -> str:
+        c = self._c()
+        return self.config.bucket or f"mldeploy-{c.account_id()}-{c.region}"
+
     # -- create / replace / add -------------------------------------------------------------
 
     def create(self, name: str, model_uri: str, *, wait: bool = True,
@@ -97,7 +102,7 @@ class SageMakerTarget(Target):
             raise TargetError(f"endpoint {name!r} is {current.status}",
                               hint="wait until it is InService (mldeploy get) and re-run")
         artifact = Artifact.pack(resolve_model_uri(model_uri))
-        bucket = self.config.bucket or f"mldeploy-{c.account_id()}-{c.region}"
+        bucket = self._bucket()
         desired = build_desired(self.config, name, model_uri, artifact, bucket,
                                 None if current is None or current.status == "Failed" else current,
                                 add=mode is DeployMode.ADD)
@@ -214,21 +219,15 @@ class SageMakerTarget(Target):
                     "later to finish or clean up" if keep else f"{still}; raise --timeout")
             return DeploymentTimeoutError(msg, hint=_hint(hint, leftover), cleaned=cleaned,
                                           leftover=leftover)
-        if isinstance(exc, _Failed):
-            msg = f"{mode.value} of {name} failed: {exc}"
+        if isinstance(exc, MldeployError) and not ledger.items:
+            return exc  # nothing was created: the error as it is
+        if isinstance(exc, (_Failed, MldeployError, KeyboardInterrupt)):
+            what = ("was interrupted" if isinstance(exc, KeyboardInterrupt) else
+                    f"failed: {getattr(exc, 'message', exc)}")
+            msg = f"{mode.value} of {name} {what}"
             if logs:
                 msg += " | last log lines: " + " / ".join(logs[-5:])
             return DeploymentFailedError(msg, hint=_hint(still, leftover), cleaned=cleaned,
-                                         leftover=leftover)
-        if isinstance(exc, MldeployError) and not ledger.items:
-            return exc
-        if isinstance(exc, MldeployError):
-            return DeploymentFailedError(f"{mode.value} of {name} failed: {exc.message}",
-                                         hint=_hint(still, leftover), cleaned=cleaned,
-                                         leftover=leftover)
-        if isinstance(exc, KeyboardInterrupt):
-            return DeploymentFailedError(f"{mode.value} of {name} was interrupted",
-                                         hint=_hint(still, leftover), cleaned=cleaned,
                                          leftover=leftover)
         return exc  # a bug of ours: let it surface (after cleaning up)
 
@@ -261,7 +260,7 @@ class SageMakerTarget(Target):
                   if x["EndpointConfigName"] not in in_use_cfg]
         doomed += [Resource("model", x["ModelArn"]) for x in owned["models"]
                    if x["ModelName"] not in in_use_models]
-        bucket = self.config.bucket or f"mldeploy-{c.account_id()}-{c.region}"
+        bucket = self._bucket()
         doomed += [Resource("s3-object", f"s3://{bucket}/{k}")
                    for k in aws.list_keys(c, bucket, f"mldeploy/{name}/")
                    if f"s3://{bucket}/{k}" not in urls]
@@ -345,7 +344,15 @@ class SageMakerTarget(Target):
         except MldeployError:
             raise
         except Exception as exc:
-            raise invocation_error(exc, name) from None
+            err = invocation_error(exc, name)
+            cur = aws.read_current(self._c(), name) if err.__class__ is InvocationError else None
+            if cur is None or not cur.config.get("AsyncInferenceConfig"):
+                raise err from None
+            self.progress(f"{name} is asynchronous: sending the request through S3")
+            out, otype = aws.invoke_async(self._c(), name, body, ctype, self._bucket(),
+                                          timeout=self.config.timeout_seconds,
+                                          poll=self.config.poll_interval_seconds)
+            return Prediction.from_response(out, otype, variant=variant)
         return Prediction.from_response(resp["Body"].read(), resp.get("ContentType"),
                                         variant=resp.get("InvokedProductionVariant") or variant)
 

@@ -57,6 +57,9 @@ def invoke_response(em: Any, resp: Any) -> Any:
     if wanted and wanted not in variants:
         return error_response(400, "ValidationError", f"Variant {wanted} not found for endpoint "
                       f"{name}.")
+    if cfg is not None and cfg.async_inference_config:
+        return error_response(400, "ValidationError", f"Endpoint {name} is an asynchronous "
+                              "endpoint: use InvokeEndpointAsync (emulated message).")
     weights = {v["VariantName"]: v.get("CurrentWeight", 1.0) for v in ep.production_variants}
     variant = wanted or max(variants, key=lambda v: weights.get(v, 0.0))
     if em._fail_invoke is not None:
@@ -76,6 +79,52 @@ def invoke_response(em: Any, resp: Any) -> Any:
                               f"primary with message \"{exc.body[:200]}\".",
                               OriginalStatusCode=exc.status, OriginalMessage=exc.body)
     return 200, {"Content-Type": ctype, "x-Amzn-Invoked-Production-Variant": variant}, out
+
+def invoke_async_response(em: Any, resp: Any) -> Any:
+    """InvokeEndpointAsync: reads the request from S3, answers through the responder and writes
+    the result to the config's S3OutputPath (a failure to S3FailurePath), as SageMaker does."""
+    import uuid
+
+    from moto.s3.models import s3_backends
+    from moto.sagemaker.models import sagemaker_backends
+
+    backend = sagemaker_backends[resp.current_account][resp.region]
+    em._advance(backend)
+    name = resp.path.split("/")[2]
+    ep = backend.endpoints.get(name)
+    cfg = backend.endpoint_configs.get(ep.endpoint_config_name) if ep else None
+    if ep is None or ep.endpoint_status not in ("InService", "Updating"):
+        return error_response(400, "ValidationError", f"Endpoint {name} of account "
+                              f"{resp.current_account} not found.")
+    if cfg is None or not cfg.async_inference_config:
+        return error_response(400, "ValidationError", f"Endpoint {name} is not an asynchronous "
+                              "endpoint.")
+    headers = {k.lower(): v for k, v in resp.headers.items()}
+    s3 = s3_backends[resp.current_account]["aws"]
+    bucket, _, key = headers.get("x-amzn-sagemaker-inputlocation", "")[5:].partition("/")
+    output = cfg.async_inference_config["OutputConfig"]
+    inference = uuid.uuid4().hex
+    out_uri = f"{output['S3OutputPath'].rstrip('/')}/{inference}.out"
+    fail_uri = (f"{output.get('S3FailurePath', output['S3OutputPath']).rstrip('/')}/"
+                f"{inference}-error.out")
+    variant = cfg.production_variants[0]["VariantName"]
+    try:
+        body = s3.get_object(bucket, key).value
+        data, ctype, uri = *em.responder(name, variant, cfg.production_variants[0]["ModelName"],
+                                          body, headers.get("content-type", "application/json")
+                                          ), out_uri
+    except ContainerError as exc:
+        data, ctype, uri = exc.body.encode(), "application/json", fail_uri
+    except Exception as exc:  # the input object is missing: SageMaker reports it at the end
+        data, ctype, uri = f"cannot read the input: {exc}".encode(), "text/plain", fail_uri
+    b, _, k = uri[5:].partition("/")
+    if b not in s3.buckets:
+        s3.create_bucket(b, region_name=resp.region)
+    s3.put_object(b, k, value=data).set_metadata({"Content-Type": ctype})
+    return 202, {"X-Amzn-SageMaker-OutputLocation": out_uri, "status": "202",
+                 "X-Amzn-SageMaker-FailureLocation": fail_uri}, json.dumps(
+        {"InferenceId": inference})
+
 
 def write_logs(backend: Any, ep: Any, lines: list[str]) -> None:
     """Container log lines into moto's CloudWatch Logs, where SageMaker puts them."""

@@ -37,6 +37,7 @@ from mldeploy.testing._moto_parts import (
     ContainerError,
     container_responder,
     default_responder,
+    invoke_async_response,
     invoke_response,
     write_logs,
 )
@@ -218,6 +219,8 @@ class SageMakerEmulator:
             patch(b, name, fn)
         patch(SageMakerResponse, "update_endpoint", update_endpoint_response)
         patch(SageMakerRuntimeResponse, "invoke_endpoint", invoke)
+        patch(SageMakerRuntimeResponse, "invoke_endpoint_async",
+              lambda resp: invoke_async_response(em, resp))
 
     def stop(self) -> None:
         for owner, attr, old in reversed(self._saved):
