@@ -1,26 +1,27 @@
-"""Minimal HTTP/1.1 on asyncio streams for the gateway: read a request, write a response, and
-keep-alive connection pools to the upstream containers.
+"""Minimal HTTP/1.1 for the gateway on asyncio protocols (callbacks, no task per request): message
+parsing and the client side (:class:`ClientConn`); the upstream side is in ``_upstream``.
 
 Only what the gateway needs: Content-Length and chunked bodies, keep-alive, ``Expect:
-100-continue``. Headers stay bytes (lower-cased names) to keep the per-request cost small.
+100-continue``, bodies read until close from upstreams that send neither length. Headers stay
+bytes (lower-cased names) to keep the per-request cost small: this is the gateway's hot path.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections import deque
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from http import HTTPStatus
 
 MAX_HEAD = 64 * 1024
 MAX_BODY = 64 * 1024 * 1024
-MAX_IDLE_PER_UPSTREAM = 64
+CHUNKED = -1
+UNTIL_CLOSE = -2
 _REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
 
 
 class HttpError(Exception):
-    """A malformed request: answered with ``status`` and the connection closed."""
+    """A malformed message: answered with ``status`` and the connection closed."""
 
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
@@ -28,11 +29,7 @@ class HttpError(Exception):
         self.message = message
 
 
-class UpstreamError(Exception):
-    """The container could not be reached or broke the connection mid-answer."""
-
-
-@dataclass
+@dataclass(slots=True)
 class Request:
     method: bytes
     path: bytes
@@ -41,80 +38,111 @@ class Request:
     keep_alive: bool
 
 
-@dataclass
+@dataclass(slots=True)
 class Response:
     status: int
     headers: dict[bytes, bytes]
     body: bytes
 
 
-def parse_head(head: bytes) -> tuple[bytes, bytes, bytes, dict[bytes, bytes]]:
-    lines = head[:-4].split(b"\r\n")
-    parts = lines[0].split(b" ")
-    if len(parts) != 3 or not parts[2].startswith(b"HTTP/1."):
-        raise HttpError(400, "malformed request line")
+def _headers(lines: list[bytes]) -> dict[bytes, bytes]:
     headers: dict[bytes, bytes] = {}
-    for line in lines[1:]:
+    for line in lines:
         name, sep, value = line.partition(b":")
         if not sep:
             raise HttpError(400, "malformed header line")
         headers[name.strip().lower()] = value.strip()
-    return parts[0], parts[1], parts[2], headers
+    return headers
 
 
-async def read_body(reader: asyncio.StreamReader, headers: dict[bytes, bytes]) -> bytes:
+def _length(headers: dict[bytes, bytes], default: int) -> int:
     if headers.get(b"transfer-encoding", b"").lower().endswith(b"chunked"):
-        return await _read_chunked(reader)
-    length = headers.get(b"content-length")
-    if not length:
-        return b""
+        return CHUNKED
+    raw = headers.get(b"content-length")
+    if raw is None:
+        return default
     try:
-        n = int(length)
+        n = int(raw)
     except ValueError:
         raise HttpError(400, "invalid Content-Length") from None
     if n < 0 or n > MAX_BODY:
-        raise HttpError(413, f"the request body exceeds {MAX_BODY} bytes")
-    return await reader.readexactly(n) if n else b""
+        raise HttpError(413, f"the body exceeds {MAX_BODY} bytes")
+    return n
 
 
-async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
+def _chunked(buf: bytearray, start: int) -> tuple[bytes, int] | None:
+    """(body, end) of a complete chunked body starting at ``start``; None if incomplete."""
     parts: list[bytes] = []
-    total = 0
+    pos, total = start, 0
     while True:
-        line = await reader.readuntil(b"\r\n")
+        eol = buf.find(b"\r\n", pos)
+        if eol < 0:
+            return None
         try:
-            size = int(line.split(b";", 1)[0].strip(), 16)
+            size = int(bytes(buf[pos:eol]).split(b";", 1)[0].strip(), 16)
         except ValueError:
             raise HttpError(400, "malformed chunk size") from None
+        pos = eol + 2
         if size == 0:
-            while (await reader.readuntil(b"\r\n")) != b"\r\n":  # trailers
-                pass
-            return b"".join(parts)
+            while True:  # trailers, up to the empty line
+                eol = buf.find(b"\r\n", pos)
+                if eol < 0:
+                    return None
+                if eol == pos:
+                    return b"".join(parts), eol + 2
+                pos = eol + 2
         total += size
         if total > MAX_BODY:
-            raise HttpError(413, f"the request body exceeds {MAX_BODY} bytes")
-        parts.append(await reader.readexactly(size))
-        await reader.readexactly(2)
+            raise HttpError(413, f"the body exceeds {MAX_BODY} bytes")
+        if len(buf) < pos + size + 2:
+            return None
+        parts.append(bytes(buf[pos:pos + size]))
+        pos += size + 2
 
 
-async def read_request(reader: asyncio.StreamReader,
-                       writer: asyncio.StreamWriter) -> Request | None:
-    """The next request on a connection; None when the client closed it between requests."""
-    try:
-        head = await reader.readuntil(b"\r\n\r\n")
-    except asyncio.IncompleteReadError as exc:
-        if exc.partial.strip():
-            raise HttpError(400, "incomplete request") from None
-        return None
-    except asyncio.LimitOverrunError:
-        raise HttpError(431, "request headers too large") from None
-    method, path, version, headers = parse_head(head)
-    if headers.get(b"expect", b"").lower() == b"100-continue":
-        writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-    body = await read_body(reader, headers)
-    conn = headers.get(b"connection", b"").lower()
-    keep = conn != b"close" if version == b"HTTP/1.1" else conn == b"keep-alive"
-    return Request(method, path, headers, body, keep)
+class _Reader:
+    """Incremental reader of one message at a time from a byte buffer (the head is parsed once,
+    then only the buffer's length is checked until the body is complete)."""
+
+    __slots__ = ("buf", "head", "start", "length", "headers")
+
+    def __init__(self) -> None:
+        self.buf = bytearray()
+        self.head: list[bytes] | None = None
+        self.start = 0
+        self.length = 0
+        self.headers: dict[bytes, bytes] = {}
+
+    def head_lines(self, default_length: int) -> list[bytes] | None:
+        if self.head is None:
+            end = self.buf.find(b"\r\n\r\n")
+            if end < 0:
+                if len(self.buf) > MAX_HEAD:
+                    raise HttpError(431, "headers too large")
+                return None
+            self.head = bytes(self.buf[:end]).split(b"\r\n")
+            self.start = end + 4
+            self.headers = _headers(self.head[1:])
+            self.length = _length(self.headers, default_length)
+        return self.head
+
+    def body(self) -> bytes | None:
+        """The body once complete (and the message consumed from the buffer), else None."""
+        if self.length == CHUNKED:
+            got = _chunked(self.buf, self.start)
+            if got is None:
+                return None
+            body, stop = got
+        elif self.length == UNTIL_CLOSE:
+            return None
+        else:
+            stop = self.start + self.length
+            if len(self.buf) < stop:
+                return None
+            body = bytes(self.buf[self.start:stop])
+        del self.buf[:stop]
+        self.head = None
+        return body
 
 
 def render(status: int, headers: dict[bytes, bytes], body: bytes, keep_alive: bool) -> bytes:
@@ -129,97 +157,91 @@ def render(status: int, headers: dict[bytes, bytes], body: bytes, keep_alive: bo
     return b"".join(out)
 
 
-# -- upstream ------------------------------------------------------------------------------------
+Respond = Callable[[int, dict[bytes, bytes], bytes], None]
 
 
-@dataclass(eq=False)
-class Upstream:
-    """One container: ``key`` (its name), the variant it serves, where it listens, a pool of idle
-    keep-alive connections and the number of requests in flight (read by the drain)."""
+class ClientConn(asyncio.Protocol):
+    """One client connection: parse requests one at a time, hand each to ``handler(request,
+    respond)``, write the answer when ``respond`` is called (at once or later)."""
 
-    key: str
-    variant: str
-    host: str
-    port: int
-    inflight: int = 0
-    retired: bool = False
-    idle: deque[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = field(default_factory=deque)
+    def __init__(self, handler: Callable[[Request, Respond], None],
+                 closing: Callable[[], bool]) -> None:
+        self.handler = handler
+        self.closing = closing
+        self.reader = _Reader()
+        self.transport: asyncio.Transport | None = None
+        self.busy = False
+        self.parsing = False
+        self.continued = False
+        self.keep = True
 
-    def close_idle(self) -> None:
-        while self.idle:
-            _reader, writer = self.idle.pop()
-            writer.close()
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
 
-    async def _connection(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, bool]:
-        while self.idle:
-            reader, writer = self.idle.pop()
-            if not reader.at_eof() and not writer.is_closing():
-                return reader, writer, True
-            writer.close()
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        self.busy = True  # nothing more to parse or answer
+
+    def data_received(self, data: bytes) -> None:
+        self.reader.buf += data
+        if not self.busy:
+            self._parse()
+
+    def _parse(self) -> None:
+        self.parsing = True
         try:
-            reader, writer = await asyncio.open_connection(self.host, self.port, limit=MAX_HEAD)
-        except OSError as exc:
-            raise UpstreamError(f"cannot connect to {self.key} ({exc.strerror or exc})") from None
-        return reader, writer, False
+            while not self.busy and self.transport is not None:
+                req = self._take()
+                if req is None:
+                    return
+                self.busy = True
+                self.keep = req.keep_alive
+                self.handler(req, self._respond)
+        except HttpError as exc:
+            from mldeploy.plugins.local._wire import gateway_error
 
-    async def exchange(self, head: bytes, body: bytes) -> Response:
-        """Send one request (``head`` without Content-Length, ``body``); a reused connection that
-        the container had closed is retried once on a new one (nothing was processed)."""
-        payload = head + b"Content-Length: %d\r\n\r\n" % len(body) + body
-        for attempt in (0, 1):
-            reader, writer, reused = await self._connection()
-            try:
-                writer.write(payload)
-                raw = await reader.readuntil(b"\r\n\r\n")
-            except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
-                writer.close()
-                partial = getattr(exc, "partial", b"")
-                if reused and attempt == 0 and not partial:
-                    continue
-                raise UpstreamError(f"{self.key} closed the connection") from None
-            try:
-                response, keep = await _read_response(reader, raw)
-            except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, HttpError):
-                writer.close()
-                raise UpstreamError(f"{self.key} sent an incomplete answer") from None
-            except BaseException:
-                writer.close()
-                raise
-            if keep and not self.retired and len(self.idle) < MAX_IDLE_PER_UPSTREAM:
-                self.idle.append((reader, writer))
-            else:
-                writer.close()
-            return response
-        raise UpstreamError(f"cannot reach {self.key}")  # pragma: no cover - loop returns
+            self.keep = False
+            self.busy = True
+            if self.transport is not None:
+                self.transport.write(render(*gateway_error(exc.status, "BAD_REQUEST",
+                                                           exc.message), False))
+                self.transport.close()
+        finally:
+            self.parsing = False
 
+    def _take(self) -> Request | None:
+        r = self.reader
+        lines = r.head_lines(0)
+        if lines is None:
+            return None
+        parts = lines[0].split(b" ")
+        if len(parts) != 3 or not parts[2].startswith(b"HTTP/1."):
+            raise HttpError(400, "malformed request line")
+        body = r.body()
+        if body is None:
+            if not self.continued and r.headers.get(b"expect", b"").lower() == b"100-continue":
+                self.continued = True
+                assert self.transport is not None
+                self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            return None
+        self.continued = False
+        conn = r.headers.get(b"connection", b"").lower()
+        keep = conn != b"close" if parts[2] == b"HTTP/1.1" else conn == b"keep-alive"
+        return Request(parts[0], parts[1], r.headers, body, keep)
 
-async def _read_response(reader: asyncio.StreamReader, raw: bytes) -> tuple[Response, bool]:
-    lines = raw[:-4].split(b"\r\n")
-    parts = lines[0].split(b" ", 2)
-    if len(parts) < 2 or not parts[0].startswith(b"HTTP/1."):
-        raise HttpError(502, "malformed status line")
-    status = int(parts[1])
-    headers: dict[bytes, bytes] = {}
-    for line in lines[1:]:
-        name, _, value = line.partition(b":")
-        headers[name.strip().lower()] = value.strip()
-    keep = headers.get(b"connection", b"").lower() != b"close" and parts[0] == b"HTTP/1.1"
-    if b"content-length" in headers or b"transfer-encoding" in headers:
-        body = await read_body(reader, headers)
-    elif status in (204, 304) or 100 <= status < 200:
-        body = b""
-    else:  # body until the container closes the connection
-        chunks: list[bytes] = []
-        while chunk := await reader.read(65536):
-            chunks.append(chunk)
-        body, keep = b"".join(chunks), False
-    return Response(status, headers, body), keep
+    def _respond(self, status: int, headers: dict[bytes, bytes], body: bytes) -> None:
+        t = self.transport
+        if t is None:
+            return
+        keep = self.keep and not self.closing()
+        t.write(render(status, headers, body, keep))
+        if not keep:
+            t.close()
+            return
+        self.busy = False
+        if self.reader.buf and not self.parsing:
+            self._parse()
 
 
-def close_quietly(writer: asyncio.StreamWriter) -> None:
-    with contextlib.suppress(Exception):
-        writer.close()
-
-
-__all__ = ["HttpError", "Request", "Response", "Upstream", "UpstreamError", "read_request",
+__all__ = ["CHUNKED", "UNTIL_CLOSE", "ClientConn", "HttpError", "Request", "Respond", "Response",
            "render"]

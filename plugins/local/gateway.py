@@ -28,19 +28,12 @@ import signal
 import socket
 import sys
 import time
-import uuid
 from pathlib import Path
 
 from mldeploy.plugins.local import _wire as wire
-from mldeploy.plugins.local._http import (
-    HttpError,
-    Request,
-    Upstream,
-    UpstreamError,
-    read_request,
-    render,
-)
+from mldeploy.plugins.local._http import ClientConn, Request, Respond, Response
 from mldeploy.plugins.local._state import EndpointState
+from mldeploy.plugins.local._upstream import Exchange, Upstream
 
 _FORWARD = (b"content-type", b"accept", b"x-amzn-sagemaker-custom-attributes",
             b"x-amzn-sagemaker-inference-id", b"x-request-id")
@@ -48,7 +41,7 @@ _RETURN = {b"x-request-id": b"X-Request-Id",
            b"x-amzn-sagemaker-custom-attributes": b"X-Amzn-SageMaker-Custom-Attributes"}
 _TARGET_VARIANT = b"x-amzn-sagemaker-target-variant"
 _TOKEN = b"x-mldeploy-token"
-_timeout = getattr(asyncio, "timeout", None)
+_TIMEOUT = "timeout"
 
 
 def log(message: str) -> None:
@@ -142,48 +135,31 @@ class Gateway:
             "inflight": {k: up.inflight for k, up in self.upstreams.items()},
         }
 
-    # -- connections ------------------------------------------------------------------------------
+    # -- requests ---------------------------------------------------------------------------------
 
-    async def serve_connection(self, reader: asyncio.StreamReader,
-                               writer: asyncio.StreamWriter) -> None:
+    def handle(self, req: Request, respond: Respond) -> None:
+        """Answer ``req`` through ``respond`` (now, or when the container has answered)."""
         try:
-            while True:
-                try:
-                    req = await read_request(reader, writer)
-                except HttpError as exc:
-                    status, headers, body = wire.gateway_error(exc.status, "BAD_REQUEST",
-                                                               exc.message)
-                    writer.write(render(status, headers, body, False))
-                    break
-                if req is None:
-                    break
-                status, headers, body = await self.dispatch(req)
-                keep = req.keep_alive and not (self.stopping and self.stopping.is_set())
-                writer.write(render(status, headers, body, keep))
-                if writer.transport.get_write_buffer_size() > 65536:
-                    await writer.drain()
-                if not keep:
-                    break
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            writer.close()
-
-    async def dispatch(self, req: Request) -> tuple[int, dict[bytes, bytes], bytes]:
-        path = req.path.split(b"?", 1)[0]
-        if path == b"/invocations":
-            if req.method != b"POST":
-                return wire.gateway_error(405, "METHOD_NOT_ALLOWED", "use POST /invocations")
-            return await self.invoke(req, None)
-        if path.startswith(b"/endpoints/") and path.endswith(b"/invocations"):
-            endpoint = path[len(b"/endpoints/"):-len(b"/invocations")].decode("utf-8", "replace")
-            return await self.invoke(req, endpoint)
-        if path == b"/ping":
-            return (200 if self.router.serving else 503), {b"Content-Type": wire.JSON}, b"{}"
-        if path.startswith(b"/-/"):
-            return self.control(req, path)
-        return wire.gateway_error(404, "NOT_FOUND",
-                                  "use POST /invocations or POST /endpoints/NAME/invocations")
+            path = req.path.split(b"?", 1)[0]
+            if path == b"/invocations":
+                if req.method != b"POST":
+                    respond(*wire.gateway_error(405, "METHOD_NOT_ALLOWED",
+                                                "use POST /invocations"))
+                else:
+                    self.invoke(req, None, respond)
+            elif path.startswith(b"/endpoints/") and path.endswith(b"/invocations"):
+                name = path[len(b"/endpoints/"):-len(b"/invocations")]
+                self.invoke(req, name.decode("utf-8", "replace"), respond)
+            elif path == b"/ping":
+                respond(200 if self.router.serving else 503, {b"Content-Type": wire.JSON}, b"{}")
+            elif path.startswith(b"/-/"):
+                respond(*self.control(req, path))
+            else:
+                respond(*wire.gateway_error(
+                    404, "NOT_FOUND", "use POST /invocations or POST /endpoints/NAME/invocations"))
+        except Exception as exc:  # a bug here must not take the connection down silently
+            log(f"internal error: {type(exc).__name__}: {exc}")
+            respond(*wire.gateway_error(500, "INTERNAL_ERROR", "the gateway failed; see its log"))
 
     def control(self, req: Request, path: bytes) -> tuple[int, dict[bytes, bytes], bytes]:
         token = req.headers.get(_TOKEN, b"")
@@ -205,29 +181,28 @@ class Gateway:
             return wire.gateway_error(500, "INTERNAL_ERROR", str(exc)[:500])
         return 200, {b"Content-Type": wire.JSON}, json.dumps(self.status()).encode()
 
-    # -- invocations ------------------------------------------------------------------------------
-
-    async def invoke(self, req: Request,
-                     endpoint: str | None) -> tuple[int, dict[bytes, bytes], bytes]:
+    def invoke(self, req: Request, endpoint: str | None, respond: Respond) -> None:
         sm = endpoint is not None
-        rid = req.headers.get(b"x-request-id", b"").decode() or uuid.uuid4().hex
+        rid = req.headers.get(b"x-request-id", b"").decode() or os.urandom(16).hex()
         if sm and endpoint != self.name:
-            return wire.endpoint_not_found(endpoint or "", rid)
+            respond(*wire.endpoint_not_found(endpoint or "", rid))
+            return
         wanted = req.headers.get(_TARGET_VARIANT)
         if wanted:
             up = self.router.variants.get(wanted.decode("utf-8", "replace"))
             if up is None:
                 name = wanted.decode("utf-8", "replace")
-                if sm:
-                    return wire.variant_not_found(self.name, name, rid)
-                return wire.gateway_error(400, "BAD_REQUEST", f"endpoint {self.name!r} has no "
-                                          f"variant {name!r}", rid)
+                respond(*(wire.variant_not_found(self.name, name, rid) if sm else
+                          wire.gateway_error(400, "BAD_REQUEST", f"endpoint {self.name!r} has "
+                                             f"no variant {name!r}", rid)))
+                return
         else:
             up = self.router.pick()
             if up is None:
                 msg = f"endpoint {self.name} has no variant with a traffic weight above 0"
-                return wire.unavailable(msg, rid) if sm else wire.gateway_error(
-                    503, "MODEL_NOT_READY", msg, rid)
+                respond(*(wire.unavailable(msg, rid) if sm else
+                          wire.gateway_error(503, "MODEL_NOT_READY", msg, rid)))
+                return
         self.requests += 1
         head = [b"POST /invocations HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n" % up.port]
         headers = req.headers
@@ -237,29 +212,41 @@ class Gateway:
                 head.append(name + b": " + value + b"\r\n")
         if b"x-request-id" not in headers:
             head.append(b"x-request-id: " + rid.encode() + b"\r\n")
+        head.append(b"Content-Length: %d\r\n\r\n" % len(req.body))
+        head.append(req.body)
         up.inflight += 1
-        try:
-            if _timeout is not None:
-                async with _timeout(self.state.upstream_timeout):
-                    resp = await up.exchange(b"".join(head), req.body)
-            else:  # pragma: no cover - Python 3.10
-                resp = await asyncio.wait_for(up.exchange(b"".join(head), req.body),
-                                              self.state.upstream_timeout)
-        except (TimeoutError, asyncio.TimeoutError):
-            log(f"{up.key} did not answer within {self.state.upstream_timeout:g} s (rid {rid})")
-            if sm:
-                return wire.model_timeout(up.variant, up.key, rid)
-            return wire.gateway_error(504, "REQUEST_TIMEOUT", f"variant {up.variant} did not "
-                                      f"answer within {self.state.upstream_timeout:g} s", rid)
-        except UpstreamError as exc:
-            log(f"{exc} (rid {rid})")
-            msg = f"variant {up.variant} is not reachable"
-            return wire.unavailable(msg, rid) if sm else wire.gateway_error(
-                502, "UPSTREAM_UNAVAILABLE", msg, rid)
-        finally:
+        timeout = self.state.upstream_timeout
+
+        def done(resp: Response | None, error: str | None) -> None:
+            timer.cancel()
             up.inflight -= 1
             if up.retired and not up.inflight:
                 self.upstreams.pop(up.key, None)
+            if resp is not None:
+                respond(*self._answer(up, resp, sm, rid))
+            elif error is _TIMEOUT:
+                log(f"{up.key} did not answer within {timeout:g} s (rid {rid})")
+                respond(*(wire.model_timeout(up.variant, up.key, rid) if sm else
+                          wire.gateway_error(504, "REQUEST_TIMEOUT", f"variant {up.variant} "
+                                             f"did not answer within {timeout:g} s", rid)))
+            else:
+                log(f"{error} (rid {rid})")
+                msg = f"variant {up.variant} is not reachable"
+                respond(*(wire.unavailable(msg, rid) if sm else
+                          wire.gateway_error(502, "UPSTREAM_UNAVAILABLE", msg, rid)))
+
+        def expire() -> None:
+            if not exchange.finished:
+                exchange.cancel()
+                done(None, _TIMEOUT)
+
+        exchange = Exchange(up, b"".join(head), done)
+        timer = asyncio.get_running_loop().call_later(timeout, expire)
+        exchange.start()
+
+    @staticmethod
+    def _answer(up: Upstream, resp: Response, sm: bool,
+                rid: str) -> tuple[int, dict[bytes, bytes], bytes]:
         if sm and resp.status >= 400:
             return wire.model_error(up.variant, up.key, resp.status, resp.body, rid)
         out = {b"Content-Type": resp.headers.get(b"content-type", wire.JSON),
@@ -278,8 +265,10 @@ async def serve(gateway: Gateway, sock: socket.socket, stop: asyncio.Event | Non
     then let requests in flight finish (at most the upstream timeout)."""
     gateway.stopping = stop or asyncio.Event()
     gateway.reload()
-    server = await asyncio.start_server(gateway.serve_connection, sock=sock, limit=64 * 1024)
     loop = asyncio.get_running_loop()
+    stopping = gateway.stopping
+    server = await loop.create_server(
+        lambda: ClientConn(gateway.handle, stopping.is_set), sock=sock)
     try:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, gateway.stopping.set)
