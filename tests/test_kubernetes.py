@@ -232,6 +232,9 @@ def test_plan_carries_the_manifests_and_builds_nothing(cluster):
     kserve = KubernetesTarget({**BASE, "output": "kserve"}, clients=cluster.clients())
     (isvc,) = kserve.plan(DeployMode.CREATE, "churn", MODEL).manifests
     assert isvc["kind"] == "InferenceService"
+    with pytest.raises(UsageError, match="only prints an InferenceService"):
+        kserve.create("churn", MODEL)
+    assert cluster.inventory() == set()
 
 
 def test_plan_replace_shows_the_version_change(cluster, tmp_path):

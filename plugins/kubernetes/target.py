@@ -111,6 +111,9 @@ class KubernetesTarget(TrafficMixin, Target):
     # -- create -------------------------------------------------------------------------------
 
     def _model(self, name: str, model_uri: str, *, build: bool) -> mf.Model:
+        if build and self.config.output is Output.KSERVE:
+            raise UsageError("output=kserve only prints an InferenceService (with --dry-run)",
+                             hint="apply it with kubectl apply -f -, or drop -C output=kserve")
         builder = (self._clients().build_image or _images.docker_builder) if build else None
         return _images.resolve(self.config, name, model_uri, build=builder, log=self._say)
 
