@@ -15,8 +15,10 @@ from mldeploy.plugins.kubernetes.errors import scrub, strip_traceback
 
 REVISION = "deployment.kubernetes.io/revision"
 HASH = "pod-template-hash"
-# Waiting reasons after which a new pod will not become ready without a change by the user.
-FATAL = {"ImagePullBackOff", "ErrImagePull", "InvalidImageName", "ErrImageNeverPull",
+# Waiting reasons after which a new pod will not become ready without a change by the user
+# (ErrImagePull is not one: the kubelet retries it once before ImagePullBackOff, which rides out
+# a registry hiccup).
+FATAL = {"ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull",
          "CreateContainerConfigError", "CreateContainerError", "CrashLoopBackOff",
          "RunContainerError"}
 
