@@ -36,6 +36,7 @@ from mldeploy.errors import (
     DeploymentExistsError,
     DeploymentFailedError,
     DeploymentNotFoundError,
+    UsageError,
 )
 from mldeploy.target import (
     Action,
@@ -211,6 +212,26 @@ class TargetConformance:
         assert inventory() == before, "a failed replace removes exactly what it created"
         dep = target.get(deployment_name)
         assert dep.status is Status.READY and dep.model_uri == model_uri
+
+    def test_add_then_shift_traffic(self, target, deployment_name, model_uri, other_model_uri,
+                                    request_body):
+        target.create(deployment_name, model_uri)
+        try:
+            dep = target.add(deployment_name, other_model_uri)
+        except UsageError as exc:
+            if "cannot add" in exc.message:
+                pytest.skip(f"the target has no variants: {exc.message}")
+            raise
+        assert dep.status is Status.READY and len(dep.variants) == 2
+        first, second = dep.variants
+        assert (first.model_uri, second.model_uri) == (model_uri, other_model_uri)
+        dep = target.traffic(deployment_name, {first.name: 0.0, second.name: 1.0})
+        # every variant that still takes traffic serves the added model (a target may also
+        # promote it and drop the first variant)
+        assert {v.model_uri for v in dep.variants if v.weight > 0} == {other_model_uri}
+        assert isinstance(target.invoke(deployment_name, request_body), Prediction)
+        with pytest.raises(UsageError):
+            target.traffic(deployment_name, {"no-such-variant": 1.0})
 
     def test_unknown_config_key_names_the_nearest(self, target):
         cls = type(target)
