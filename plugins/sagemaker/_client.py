@@ -269,6 +269,16 @@ class Ledger:
         return cleaned, leftover
 
 
+def in_flight(c: Clients, name: str) -> bool:
+    """Is the endpoint still creating or updating (or can we not tell)?"""
+    try:
+        ep = describe_endpoint(c, name)
+    except MldeployError:
+        return True
+    return ep is not None and ep["EndpointStatus"] in (
+        "Creating", "Updating", "SystemUpdating", "RollingBack")
+
+
 def invoke_async(c: Clients, name: str, body: bytes, content_type: str, bucket: str, *,
                  timeout: float, poll: float) -> tuple[bytes, str]:
     """InvokeEndpointAsync: the request goes to S3, the answer is awaited at the output
@@ -369,6 +379,6 @@ def register_autoscaling(c: Clients, name: str, variant: str, a: Any) -> str:
 
 
 __all__ = ["SCALABLE_DIMENSION", "Clients", "Ledger", "bucket_exists", "describe_endpoint",
-           "ensure_bucket", "invoke_async", "list_endpoint_names", "list_keys", "log_tail",
-           "managed_resources", "model_tags", "object_exists", "read_current",
+           "ensure_bucket", "in_flight", "invoke_async", "list_endpoint_names", "list_keys",
+           "log_tail", "managed_resources", "model_tags", "object_exists", "read_current",
            "register_autoscaling", "remove", "scalable_targets", "wait_endpoint"]

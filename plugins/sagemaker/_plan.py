@@ -20,7 +20,7 @@ def build_plan(c: aws.Clients, mode: DeployMode, name: str, current: Current | N
             ch.append(Change(Action.CREATE, Resource("s3-bucket", f"s3://{d.bucket}")))
         exists = bucket and aws.object_exists(c, d.bucket, d.key)
         ch.append(Change(Action.KEEP if exists else Action.CREATE, Resource("s3-object", uri),
-                         f"{len(d.artifact.data)} bytes"))
+                         f"{d.artifact.size} bytes"))
     in_use = current.model_names() if current else set()
     image = d.model_request["PrimaryContainer"]["Image"]
     ch.append(Change(Action.KEEP if d.model_name in in_use else Action.CREATE,

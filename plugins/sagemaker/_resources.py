@@ -6,7 +6,6 @@ Pure functions: no AWS calls here."""
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import re
 import tarfile
@@ -60,25 +59,30 @@ def tag_value(text: str) -> str:
 
 @dataclass(frozen=True)
 class Artifact:
-    """``model.tar.gz`` of a model directory, byte-for-byte reproducible."""
+    """``model.tar.gz`` of a model directory, byte-for-byte reproducible (sorted names, zero
+    mtimes and owners), written to a file as it is packed so large models never sit in memory."""
 
-    data: bytes
+    path: Path
     sha256: str
+    size: int
 
     @classmethod
-    def pack(cls, model_dir: Path) -> Artifact:
-        buf = io.BytesIO()
+    def pack(cls, model_dir: Path, dst_dir: Path) -> Artifact:
         import gzip
 
-        with gzip.GzipFile(fileobj=buf, mode="wb", mtime=0) as gz:
-            with tarfile.open(fileobj=gz, mode="w") as tar:
-                for path in sorted(p for p in model_dir.rglob("*") if p.is_file()):
-                    info = tarfile.TarInfo(str(path.relative_to(model_dir)))
-                    content = path.read_bytes()
-                    info.size, info.mtime, info.mode = len(content), 0, 0o644
-                    tar.addfile(info, io.BytesIO(content))
-        data = buf.getvalue()
-        return cls(data, hashlib.sha256(data).hexdigest())
+        path = Path(dst_dir) / "model.tar.gz"
+        with open(path, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz, \
+                tarfile.open(fileobj=gz, mode="w") as tar:
+            for f in sorted(p for p in model_dir.rglob("*") if p.is_file()):
+                info = tarfile.TarInfo(str(f.relative_to(model_dir)))
+                info.size, info.mtime, info.mode = f.stat().st_size, 0, 0o644
+                with open(f, "rb") as fh:
+                    tar.addfile(info, fh)
+        h = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+        return cls(path, h.hexdigest(), path.stat().st_size)
 
     def key(self, endpoint: str) -> str:
         return f"mldeploy/{endpoint}/{self.sha256[:16]}/model.tar.gz"

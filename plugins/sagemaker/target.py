@@ -10,6 +10,7 @@ serving is adopted into this run's ledger).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from mldeploy.errors import (
@@ -59,13 +60,20 @@ class SageMakerTarget(Target):
     config: SageMakerConfig
 
     def _c(self) -> aws.Clients:
-        if not isinstance(self.clients, aws.Clients):
-            if self.clients is not None:  # a boto3 Session handed in
-                self.clients = aws.Clients(self.clients)
-            else:
-                region = self.location or self.config.region_name
-                self.clients = aws.Clients.create(region, self.config.assume_role_arn)
+        if self.clients is None:
+            self.clients = aws.Clients.create(self.location or self.config.region_name,
+                                              self.config.assume_role_arn)
+        elif not isinstance(self.clients, aws.Clients):  # a boto3 Session handed in
+            self.clients = aws.Clients(self.clients)
         return self.clients
+
+    def _workdir(self) -> Path:
+        """A private temporary directory for this target's artifacts, removed with it."""
+        if getattr(self, "_tmp", None) is None:
+            import tempfile
+
+            self._tmp = tempfile.TemporaryDirectory(prefix="mldeploy-sagemaker-")
+        return Path(self._tmp.name)
 
     def _bucket(self) -> str:
         c = self._c()
@@ -101,7 +109,7 @@ class SageMakerTarget(Target):
         if current is not None and current.status in BUSY:
             raise TargetError(f"endpoint {name!r} is {current.status}",
                               hint="wait until it is InService (mldeploy get) and re-run")
-        artifact = Artifact.pack(resolve_model_uri(model_uri))
+        artifact = Artifact.pack(resolve_model_uri(model_uri), self._workdir())
         bucket = self._bucket()
         desired = build_desired(self.config, name, model_uri, artifact, bucket,
                                 None if current is None or current.status == "Failed" else current,
@@ -184,9 +192,9 @@ class SageMakerTarget(Target):
             ledger.add("s3-bucket", f"s3://{d.bucket}")
         uri = f"s3://{d.bucket}/{d.key}"
         if not aws.object_exists(c, d.bucket, d.key):
-            self.progress(f"uploading {uri} ({len(d.artifact.data)} bytes)")
-            with aws_errors(f"upload {uri}"):
-                c["s3"].put_object(Bucket=d.bucket, Key=d.key, Body=d.artifact.data)
+            self.progress(f"uploading {uri} ({d.artifact.size} bytes)")
+            with aws_errors(f"upload {uri}"):  # multipart for large models
+                c["s3"].upload_file(str(d.artifact.path), d.bucket, d.key)
         if uri not in in_use:
             ledger.add("s3-object", uri)
 
@@ -204,7 +212,7 @@ class SageMakerTarget(Target):
         c = self._c()
         timed_out = isinstance(exc, TimeoutError)
         keep: set[str] = set()
-        if current is not None and _in_flight(c, name, d.config_name):
+        if current is not None and aws.in_flight(c, name):
             # the update still runs and uses these: removing them would break the endpoint
             keep = {r.id for r in ledger.items if r.kind in ("model", "endpoint-config",
                                                              "s3-object")}
@@ -382,15 +390,6 @@ class SageMakerTarget(Target):
         current, d = self._prepare(mode, name, model_uri)
         changes = build_plan(self._c(), mode, name, current, d, self.config.autoscaling)
         return Plan(self.name, name, mode, changes)
-
-
-def _in_flight(c: aws.Clients, name: str, config_name: str) -> bool:
-    """Is the endpoint still moving to ``config_name`` (or can we not tell)?"""
-    try:
-        ep = aws.describe_endpoint(c, name)
-    except MldeployError:
-        return True
-    return ep is not None and ep["EndpointStatus"] in BUSY and ep["EndpointStatus"] != "Deleting"
 
 
 class _Failed(Exception):
