@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Run mldeploy's tests on this machine, installing what they need first (idempotent):
 #   bash scripts/test.sh [pytest args...]
-# Creates .venv with the [dev] extras, installs the Docker engine for the image tests where the
-# machine allows it (root + apt), then runs pytest over tests/ and integration/. Integration tests
-# whose engine or emulator cannot start are skipped with the reason.
+# Creates .venv with the [dev,mlserver] extras, installs the Docker engine for the image tests where
+# the machine allows it (root + apt) and LocalStack in its own Python 3.13 venv, then runs pytest
+# over tests/ and integration/. Integration tests whose engine or emulator cannot start are skipped
+# with the reason.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,6 +16,10 @@ fi
 
 if [ -f scripts/install-docker.sh ] && [ "${MLDEPLOY_SKIP_DOCKER_INSTALL:-0}" != 1 ]; then
     bash scripts/install-docker.sh || echo "scripts/test.sh: Docker engine not installed; image tests will skip" >&2
+fi
+
+if [ "${MLDEPLOY_SKIP_LOCALSTACK_INSTALL:-0}" != 1 ]; then
+    bash scripts/install-localstack.sh || echo "scripts/test.sh: LocalStack not installed; its tests will skip" >&2
 fi
 
 exec .venv/bin/python -m pytest "$@"
