@@ -70,3 +70,32 @@ def test_bad_settings_name_the_source(env, fragment):
 def test_unknown_setting_is_an_error():
     with pytest.raises(SettingsError, match="unknown setting"):
         ServerSettings.resolve({}, bogus=1)
+
+
+def test_kubernetes_dry_run_prints_valid_manifests_without_a_cluster(tmp_path, example_model):
+    import os
+
+    import kubernetes_validate
+    import yaml
+
+    result = subprocess.run(
+        [MLDEPLOY, "deploy", "-t", "kubernetes:/ctx/ml", "-n", "demo", "-m", str(example_model),
+         "-C", "image=registry.example/demo:1", "--dry-run", "-o", "yaml"],
+        capture_output=True, text=True, timeout=120,
+        env={**os.environ, "KUBECONFIG": str(tmp_path / "none")},
+    )
+    assert result.returncode == 0, result.stderr
+    docs = list(yaml.safe_load_all(result.stdout))
+    assert sorted(d["kind"] for d in docs) == [
+        "Deployment", "HorizontalPodAutoscaler", "PodDisruptionBudget", "Service"]
+    for doc in docs:
+        assert doc["metadata"]["namespace"] == "ml"
+        kubernetes_validate.validate(doc, "1.33", strict=True)
+    # replace needs the cluster's state: without a kubeconfig it is a usage error (exit 2)
+    replace = subprocess.run(
+        [MLDEPLOY, "deploy", "-t", "kubernetes", "-n", "demo", "-m", str(example_model),
+         "-C", "image=registry.example/demo:1", "--mode", "replace", "--dry-run"],
+        capture_output=True, text=True, timeout=120,
+        env={**os.environ, "KUBECONFIG": str(tmp_path / "none")},
+    )
+    assert replace.returncode == 2 and "kubeconfig" in replace.stderr

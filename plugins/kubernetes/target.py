@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import Any
 
 from mldeploy.errors import (
@@ -57,15 +56,8 @@ KINDS = ("Deployment", "PodDisruptionBudget", "HorizontalPodAutoscaler", "Servic
 MAX_NAME = 56  # NAME-canary must stay a valid label value
 
 
-@dataclass(frozen=True)
-class KubernetesPlan(Plan):
-    """A dry run with the objects it would send, as wire-form dicts (``to_yaml()`` for
-    ``kubectl apply -f -`` or a GitOps repository)."""
-
-    manifests: tuple[dict[str, Any], ...] = ()
-
-    def to_yaml(self) -> str:
-        return mf.to_yaml(list(self.manifests))
+# The core Plan carries the manifests and prints them (``to_yaml()``, ``deploy -o yaml``).
+KubernetesPlan = Plan
 
 
 def check_name(name: str) -> str:
@@ -302,13 +294,22 @@ class KubernetesTarget(TrafficMixin, Target):
     # -- plan ---------------------------------------------------------------------------------
 
     def plan(self, mode: DeployMode, name: str, model_uri: str) -> KubernetesPlan:
+        """The dry run. ``create`` works offline too (no kubeconfig: GitOps use) — then the
+        namespace is the location's, the config's or ``default``, and existence is not checked."""
         check_name(name)
-        kube = self.kube()
+        try:
+            kube: Kube | None = self.kube()
+        except UsageError:
+            if mode is not DeployMode.CREATE:
+                raise
+            kube = None
         with self._guard(f"plan {name}"):
             model = self._model(name, model_uri, build=False)
-            ns = kube.namespace
+            ns = kube.namespace if kube else (
+                self._location()[1] or self.config.namespace or "default")
             if mode is DeployMode.CREATE:
-                self._refuse_existing(kube, name)
+                if kube is not None:
+                    self._refuse_existing(kube, name)
                 objs = ([mf.inference_service(self.config, name, ns, model)]
                         if self.config.output is Output.KSERVE
                         else mf.create_set(self.config, name, ns, model))
@@ -316,6 +317,7 @@ class KubernetesTarget(TrafficMixin, Target):
                 changes = [Change(Action.CREATE, Resource(o["kind"].lower(), rid(
                     o["kind"], ns, o["metadata"]["name"]))) for o in objs]
                 return KubernetesPlan(self.name, name, mode, tuple(changes), tuple(objs))
+            assert kube is not None
             stable = self._ours(kube, name)
             variant = mf.CANARY if mode is DeployMode.ADD else mf.STABLE
             desired = mf.deployment(self.config, name, ns, model, variant=variant,

@@ -64,9 +64,12 @@ def _print_json(obj: Any) -> None:
 @click.option("--wait/--no-wait", default=True, show_default=True,
               help="Wait until the deployment is ready.")
 @click.option("--timeout", type=float, default=None, help="Seconds to wait (default: target's).")
+@click.option("-o", "--output", type=click.Choice(["text", "json", "yaml"]), default="text",
+              show_default=True,
+              help="yaml with --dry-run: the manifests a declarative target would apply.")
 def deploy_command(
     target: str, config_items: tuple[str, ...], config_file: str | None, name: str,
-    model_uri: str, mode: str, dry_run: bool, wait: bool, timeout: float | None,
+    model_uri: str, mode: str, dry_run: bool, wait: bool, timeout: float | None, output: str,
 ) -> None:
     """Deploy MODEL_URI to TARGET under NAME."""
     from mldeploy import api
@@ -77,7 +80,16 @@ def deploy_command(
         config_file=config_file, dry_run=dry_run, wait=wait, timeout=timeout,
         progress=_progress,
     )
-    if isinstance(result, Plan):
+    if output == "yaml" and isinstance(result, Plan):
+        if not result.manifests:
+            raise UsageError(f"the {result.target} target has no manifests to print",
+                             hint="use -o text or -o json")
+        click.echo(result.to_yaml(), nl=False)
+    elif output == "yaml":
+        import yaml
+
+        click.echo(yaml.safe_dump(result.to_dict(), sort_keys=False), nl=False)
+    elif isinstance(result, Plan) and output == "text":
         click.echo(str(result))
     else:
         _print_json(result.to_dict())

@@ -186,9 +186,18 @@ class Plan:
     name: str
     mode: DeployMode
     changes: tuple[Change, ...] = ()
+    # Targets that apply declarative objects (Kubernetes) put them here, in wire form, so a dry
+    # run can be committed to a GitOps repository instead of applied (``to_yaml``).
+    manifests: tuple[dict[str, Any], ...] = ()
 
     def by_action(self, action: Action) -> list[Resource]:
         return [c.resource for c in self.changes if c.action is action]
+
+    def to_yaml(self) -> str:
+        """The manifests as a multi-document YAML stream (empty when the target has none)."""
+        import yaml
+
+        return yaml.safe_dump_all(list(self.manifests), sort_keys=False) if self.manifests else ""
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(self)
