@@ -25,6 +25,14 @@ _LAZY = {
     "build_docker": ("mldeploy.container.image", "build_docker"),
     "generate_dockerfile": ("mldeploy.container.image", "generate_dockerfile"),
     "resolve_model_uri": ("mldeploy.model_uri", "resolve_model_uri"),
+    "get_target": ("mldeploy.registry", "get_target"),
+    "available_targets": ("mldeploy.registry", "available_targets"),
+    "Target": ("mldeploy.target", "Target"),
+    "Deployment": ("mldeploy.target", "Deployment"),
+    "Prediction": ("mldeploy.target", "Prediction"),
+    "Plan": ("mldeploy.target", "Plan"),
+    "DeployMode": ("mldeploy.target", "DeployMode"),
+    "Status": ("mldeploy.target", "Status"),
 }
 
 __all__ = ["__version__", "example_model_path", *_LAZY]
