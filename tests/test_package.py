@@ -47,6 +47,9 @@ def test_lazy_public_api(tmp_path):
     out = _run("import mldeploy; print(callable(mldeploy.deploy), mldeploy.example_model_path())",
                cwd=tmp_path)
     assert out == f"True {ROOT / 'src' / 'mldeploy' / 'examples' / 'classifier'}"
+    missing = _run("import mldeploy; print([n for n in mldeploy.__all__ "
+                   "if getattr(mldeploy, n, None) is None])", cwd=tmp_path)
+    assert missing == "[]"
     with pytest.raises(AttributeError):
         import mldeploy
 
