@@ -7,6 +7,7 @@ The shipped example model is built once per session on the offline base image
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -265,3 +266,19 @@ def test_push_to_a_local_registry_and_pull_back(docker_engine: Any, model_image:
     assert pulled.id == model_image.image_id
     assert by_digest in pulled.attrs["RepoDigests"]
     docker_engine.images.remove(by_digest)
+
+
+@pytest.mark.skipif(os.environ.get("MLDEPLOY_TEST_MLSERVER_IMAGE") != "1",
+                    reason="the mlserver image costs ~6 min cold (217 MB of wheels, full mlflow); "
+                    "set MLDEPLOY_TEST_MLSERVER_IMAGE=1 to run it")
+def test_mlserver_image_meets_the_same_contract(docker_engine: Any, build: Any) -> None:
+    result = build(str(EXAMPLE), "mldeploy-it/classifier-mlserver:test", engine="mlserver")
+    assert result.labels["io.mldeploy.engine"] == "mlserver"
+    assert any(r.startswith("mlserver==1.7.1") for r in result.requirements)
+    port = _free_port()  # MLServer also binds port+1 (gRPC) and port+2 (metrics)
+    with running(docker_engine, "mldeploy-it/classifier-mlserver:test", port=port) as (c, url):
+        _wait_ping(c, url)
+        resp = requests.post(f"{url}/invocations", json=_request_body(), timeout=30)
+        assert resp.status_code == 200, resp.text
+        assert resp.json()["predictions"] == _in_process_predictions()
+        assert requests.get(f"{url}/v2/models/model/ready", timeout=5).status_code == 200

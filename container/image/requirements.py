@@ -184,6 +184,9 @@ def resolve(
     lines = list(facts.requirement_lines) if facts else []
     if facts is not None and not lines:
         notes.append("the model lists no requirements: installing mldeploy's runtime only")
+    if engine == "mlserver":
+        notes.append("engine mlserver: MLServer's MLflow runtime (mlserver-mlflow) depends on the "
+                     "full mlflow package, so the image carries it besides mlflow-skinny")
     for line in lines + list(extra):
         if line.startswith("-"):
             if line.startswith(("-e", "--editable")):
