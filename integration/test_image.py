@@ -25,7 +25,7 @@ from mldeploy import example_model_path
 from mldeploy.container.image import build_docker, push_image
 from mldeploy.container.image.options import BuildResult
 from mldeploy.container.image.requirements import read_model
-from mldeploy.errors import BuildError
+from mldeploy.errors import BuildError, ConfigError
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1200)]
 
@@ -205,6 +205,7 @@ def test_model_only_change_reuses_the_dependency_layers(docker_engine: Any, buil
     new = docker_engine.images.get(result.image_id).attrs["RootFS"]["Layers"]
     assert new[:-1] == old[:-1] and new[-1] != old[-1]  # only the model layer differs
     assert result.cached_steps >= result.total_steps - 10
+    assert result.seconds <= 15  # issue #3's target for a model-only rebuild
     docker_engine.images.remove(result.image_id, force=True)
 
 
@@ -219,6 +220,35 @@ def test_unresolvable_requirements_fail_the_build_clearly(docker_engine: Any, bu
     assert "Traceback" not in str(info.value) and info.value.hint
     with pytest.raises(Exception):  # noqa: B017 - nothing was built or tagged
         docker_engine.images.get("mldeploy-it/broken:1")
+
+
+def test_failed_step_shows_its_log_and_what_to_do(docker_engine: Any, base_image: str,
+                                                  own_wheel: str, tmp_path: Path) -> None:
+    broken = tmp_path / "nopython"
+    broken.mkdir()
+    (broken / "Dockerfile").write_text(
+        f"FROM {base_image}\nRUN rm -f /usr/bin/python3 /usr/bin/python3.*\n")
+    image, _ = docker_engine.images.build(path=str(broken), tag="mldeploy-it/nopython:1",
+                                          network_mode="none", rm=True)
+    try:
+        steps: list[str] = []
+        with pytest.raises(BuildError) as info:
+            build_docker(str(EXAMPLE), "mldeploy-it/never:1", base_image="mldeploy-it/nopython:1",
+                         mldeploy_wheel=own_wheel, python_version="3.11", log=steps.append)
+        err = info.value
+        assert "step 6/" in err.message and "RUN" in err.message  # the failing step, named
+        assert "the base image has no python3" in err.message  # the step's own log
+        assert "python:3.11-slim" in (err.hint or "")  # what to do
+        assert any("step 5/" in line for line in steps)  # progress up to the failure
+    finally:
+        docker_engine.images.remove("mldeploy-it/nopython:1")  # untag; its cached children stay
+
+
+def test_python_version_must_match_the_base_image(docker_engine: Any, base_image: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        build_docker(str(EXAMPLE), "mldeploy-it/never:2", base_image=base_image,
+                     python_version="3.12")
+    assert "3.11" in info.value.message and info.value.hint
 
 
 def test_generated_dockerfile_builds_the_same_image_by_hand(docker_engine: Any, base_image: str,
@@ -250,6 +280,8 @@ def test_push_to_a_local_registry_and_pull_back(docker_engine: Any, model_image:
 
     with moto_server() as endpoint:
         apply_env(monkeypatch, emulator_env(endpoint))
+        with pytest.raises(BuildError, match="no image"):
+            push_image("mldeploy-it/not-built:1", f"{local_registry}/x:1")
         target = f"{local_registry}/mldeploy-it/classifier:v1"
         progress: list[str] = []
         pushed = push_image(MODEL_IMAGE, target, log=progress.append)

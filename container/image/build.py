@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from mldeploy.errors import BuildError
+from mldeploy.errors import BuildError, ConfigError
 
 from .context import assemble
 from .options import BuildResult, ImageOptions
@@ -69,14 +69,24 @@ def probe_python(client: Any, image: str) -> str | None:
         client.images.get(image)
     except ImageNotFound:
         return None
-    try:
-        out = client.containers.run(
+    container = None
+    try:  # create + start, not run(remove=True): that leaves the container when start fails
+        container = client.containers.create(
             image, ["-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
-            entrypoint=["python3"], network_mode="none", remove=True, stdout=True, stderr=False,
+            entrypoint=["python3"], network_mode="none",
         )
+        container.start()
+        if container.wait(timeout=120).get("StatusCode") != 0:
+            return None
+        text = container.logs(stdout=True, stderr=False).decode("utf-8", "replace").strip()
     except DockerException:
         return None
-    text = out.decode("utf-8", "replace").strip()
+    finally:
+        if container is not None:
+            try:
+                container.remove(force=True)
+            except DockerException:
+                pass
     return text if re.fullmatch(r"3\.\d+", text) else None
 
 
@@ -176,6 +186,7 @@ def build_docker(
     name: str = "mldeploy-model",
     *,
     push_to: str | None = None,
+    push_region: str | None = None,
     keep_context: str | None = None,
     log: Log | None = None,
     **options: Any,
@@ -185,9 +196,9 @@ def build_docker(
     ``options`` are :class:`ImageOptions` fields (``engine``, ``base_image``, ``env_manager``,
     ``platform``, ``python_version``, ``extra_requirements``, ``labels``, ``network_mode``,
     ``no_cache``, ``cache_dir``, ``mldeploy_wheel``). ``push_to`` pushes the image to that
-    repository URI afterwards (see :func:`push_image`); ``keep_context`` keeps the build context in
-    that directory. Raises ``BuildError`` (resolution, build, push), ``ConfigError``,
-    ``ModelUriError``.
+    repository URI afterwards (see :func:`push_image`; ``push_region`` is its AWS region);
+    ``keep_context`` keeps the build context in that directory. Raises ``BuildError``
+    (resolution, build, push), ``ConfigError``, ``ModelUriError``.
     """
     say: Log = log or (lambda _m: None)
     labels = options.pop("labels", ())
@@ -199,10 +210,16 @@ def build_docker(
     started = time.monotonic()
     client = docker_client()
     base_python = None
-    if opts.base_image and not opts.python_version:
+    if opts.base_image:
         base_python = probe_python(client, opts.base_image)
         if base_python:
             say(f"base image {opts.base_image} has Python {base_python}")
+        if base_python and opts.python_version and opts.python_version != base_python:
+            raise ConfigError(
+                f"base image {opts.base_image} has Python {base_python}, not "
+                f"{opts.python_version}",
+                hint="drop --python-version (the base image's is used) or pass a matching one",
+            )
     work = Path(keep_context) if keep_context else Path(tempfile.mkdtemp(prefix="mldeploy-ctx-"))
     try:
         ctx = assemble(opts, work, base_python=base_python, log=say)
@@ -225,7 +242,7 @@ def build_docker(
     if push_to:
         from .push import push_image
 
-        pushed = push_image(opts.name, push_to, log=say)
+        pushed = push_image(opts.name, push_to, region=push_region, log=say)
     return BuildResult(
         image_id=image_id, tags=tuple(image.tags), size_bytes=size, seconds=seconds,
         python_version=ctx.python_version, base_image=ctx.base_image, engine=ctx.engine,

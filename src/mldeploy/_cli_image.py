@@ -90,12 +90,8 @@ def build_docker(model_uri: str | None, name: str, push: bool, region: str | Non
     """Build a serving image with the model's dependencies baked in (offline build)."""
     from mldeploy.container.image import build_docker as build
 
-    result = build(model_uri, name, keep_context=keep_context, log=_progress, **_common(kwargs))
-    if push:
-        from mldeploy.container.image import push_image
-
-        pushed = push_image(name, name, region=region, log=_progress)
-        result = type(result)(**{**result.__dict__, "push": pushed})
+    result = build(model_uri, name, keep_context=keep_context, log=_progress,
+                   push_to=name if push else None, push_region=region, **_common(kwargs))
     _print(result)
 
 
