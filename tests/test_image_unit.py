@@ -512,3 +512,26 @@ def test_importing_the_package_does_nothing() -> None:
             "'docker' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_remote_model_is_downloaded_into_a_temporary_dir_and_removed(
+        offline_wheels: list[tuple[str, ...]], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    import mldeploy.model_uri
+
+    seen: list[Path] = []
+
+    def fake_resolve(uri: str, *, dst: str | None = None) -> Path:
+        assert uri == "models:/classifier/1" and dst is not None
+        target = Path(dst) / "model"
+        shutil.copytree(EXAMPLE, target)
+        seen.append(target)
+        return target
+
+    monkeypatch.setattr(mldeploy.model_uri, "resolve_model_uri", fake_resolve)
+    ctx = context_mod.generate_dockerfile("models:/classifier/1", tmp_path / "r")
+    assert (tmp_path / "r" / "model" / "MLmodel").is_file() and ctx.has_model
+    assert ctx.labels["io.mldeploy.model.uri"] == "models:/classifier/1"
+    assert seen and not seen[0].exists()  # the download is gone, the context keeps its copy

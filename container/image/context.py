@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -90,11 +91,23 @@ def assemble(
     ``base_python`` is the base image's ``major.minor`` when the caller probed it. Raises
     ``ModelUriError`` for a bad model URI, ``BuildError`` when requirements cannot be resolved.
     """
-    facts = None
-    if options.model_uri is not None:
-        from mldeploy.model_uri import resolve_model_uri
+    with tempfile.TemporaryDirectory(prefix="mldeploy-model-") as download:
+        facts = None
+        if options.model_uri is not None:
+            from mldeploy.model_uri import resolve_model_uri
 
-        facts = requirements.read_model(resolve_model_uri(options.model_uri))
+            # local models are read in place; remote ones land in `download`, removed after
+            facts = requirements.read_model(resolve_model_uri(options.model_uri, dst=download))
+        return _assemble(options, directory, facts, base_python, log)
+
+
+def _assemble(
+    options: ImageOptions,
+    directory: Path,
+    facts: requirements.ModelFacts | None,
+    base_python: str | None,
+    log: Log,
+) -> DockerContext:
     model_python = _major_minor(facts.python_version) if facts else None
     python_version = (
         options.python_version
