@@ -64,12 +64,11 @@ def start(state: EndpointState, state_file: Path, log_file: Path,
           timeout: float = 30.0) -> tuple[int, int]:
     """Start the gateway for ``state_file`` detached; return (port, pid) once it listens."""
     log_file.parent.mkdir(parents=True, exist_ok=True)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHONBREAKPOINT")}
     with open(log_file, "ab") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", MODULE, "--state", str(state_file)],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log, close_fds=True,
-            start_new_session=True, env=env, cwd="/",
+            start_new_session=True, cwd="/",
         )
     assert proc.stdout is not None
     line = b""
