@@ -159,17 +159,17 @@ def test_replace_and_failed_replace_under_a_steady_client(local, constant_model,
     t = local()
     dep = t.create("steady", str(example_model_dir()))
     port = dep.details["invocations_url"].split(":")[-1].split("/")[0]
-    answers: list[Any] = []
+    answers: list[list[Any]] = [[], []]  # per client thread, in its own order
     failures: list[str] = []
     stop = threading.Event()
 
-    def client() -> None:
+    def client(mine: list[Any]) -> None:
         conn = http.client.HTTPConnection("127.0.0.1", int(port), timeout=30)
         while not stop.is_set():
             try:
                 status, doc = _post(conn)
                 if status == 200:
-                    answers.append(doc["predictions"])
+                    mine.append(doc["predictions"])
                 else:
                     failures.append(f"{status} {doc}")
             except (OSError, http.client.HTTPException, ValueError) as exc:
@@ -179,14 +179,14 @@ def test_replace_and_failed_replace_under_a_steady_client(local, constant_model,
             time.sleep(0.005)
         conn.close()
 
-    threads = [threading.Thread(target=client, daemon=True) for _ in range(2)]
+    threads = [threading.Thread(target=client, args=(mine,), daemon=True) for mine in answers]
     for th in threads:
         th.start()
     try:
         time.sleep(1)
         new = t.replace("steady", constant_model)
         assert new.status is Status.READY and new.model_uri == constant_model
-        switched = len(answers)
+        switched = [len(mine) for mine in answers]
         time.sleep(1)
         with pytest.raises(DeploymentFailedError) as info:
             t.replace("steady", str(broken_example_model))
@@ -196,11 +196,12 @@ def test_replace_and_failed_replace_under_a_steady_client(local, constant_model,
         for th in threads:
             th.join(30)
     assert failures == []
-    assert len(answers) > 50, "the client kept sending throughout"
-    assert answers[0] == EXAMPLE_ANSWER and answers[-1] == [CONSTANT] * 3
-    first_new = answers.index([CONSTANT] * 3)
-    assert first_new <= switched
-    assert all(a == [CONSTANT] * 3 for a in answers[first_new:]), "never back to the old model"
+    for mine, at_switch in zip(answers, switched, strict=True):
+        assert len(mine) > 25, "each client kept sending throughout"
+        assert mine[0] == EXAMPLE_ANSWER and mine[-1] == [CONSTANT] * 3
+        first_new = mine.index([CONSTANT] * 3)
+        assert first_new <= at_switch, "the new model answers once replace returned"
+        assert all(a == [CONSTANT] * 3 for a in mine[first_new:]), "never back to the old model"
     err = info.value
     assert "did not become healthy" in err.message and "last lines of its log" in err.message
     assert "keeps serving" in err.hint and err.leftover == []

@@ -157,19 +157,19 @@ def test_a_crashed_container_makes_the_endpoint_failed(local, tmp_path, engine):
 def test_replace_under_a_steady_client_loses_no_request(local, tmp_path, engine):
     t = local()
     t.create("ep", model(tmp_path, "A"))
-    seen: list[str] = []
+    seen: list[list[str]] = [[], [], []]  # per client thread, in its own order
     errors: list[BaseException] = []
     stop = threading.Event()
 
-    def client() -> None:
+    def client(mine: list[str]) -> None:
         c = local()
         while not stop.is_set():
             try:
-                seen.append(answer(c))
+                mine.append(answer(c))
             except BaseException as exc:  # noqa: BLE001 - every failure counts
                 errors.append(exc)
 
-    threads = [threading.Thread(target=client) for _ in range(3)]
+    threads = [threading.Thread(target=client, args=(mine,)) for mine in seen]
     for th in threads:
         th.start()
     try:
@@ -184,9 +184,10 @@ def test_replace_under_a_steady_client_loses_no_request(local, tmp_path, engine)
         for th in threads:
             th.join(10)
     assert errors == []
-    assert seen[0] == "A" and seen[-1] == "B"
-    switch = seen.index("B")
-    assert set(seen[:switch]) == {"A"} and set(seen[switch:]) == {"B"}
+    for mine in seen:  # each client: the old model, then the new one, never back
+        assert mine[0] == "A" and mine[-1] == "B"
+        switch = mine.index("B")
+        assert set(mine[:switch]) == {"A"} and set(mine[switch:]) == {"B"}
     assert len(engine.containers) == 1
 
 

@@ -5,6 +5,8 @@ An endpoint is one container per variant behind its gateway on 127.0.0.1. ``repl
 blue/green: start the new container, wait for its ``/ping``, switch the gateway's routes, drain
 and stop the old one; if the new one never gets healthy the old one keeps serving and the new one
 is removed, with its log tail in the error. Every verb that changes an endpoint holds its lock.
+The verbs always wait (``wait=False`` is accepted and ignored): blue/green needs the new
+container's ``/ping`` before the switch; ``timeout`` bounds that wait per container.
 """
 
 from __future__ import annotations
