@@ -333,6 +333,7 @@ def _venv_env(venv: Path) -> dict:
 
 
 def make_servers(args) -> list[Server]:
+    # the argv builders bind their venv/executable as default arguments: the names are reused below
     model = str(args.model)
     servers = []
     if "ours" in args.servers:
@@ -349,7 +350,7 @@ def make_servers(args) -> list[Server]:
         commit = _run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"])
         dirty = _run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "src", "container"])
 
-        def ours_argv(port, workdir):
+        def ours_argv(port, workdir, exe=exe):
             env = dict(os.environ)
             env["SAGEMAKER_MODEL_SERVER_WORKERS"] = str(args.workers)
             argv = [
@@ -383,7 +384,7 @@ def make_servers(args) -> list[Server]:
             [str(venv / "bin" / "python"), "-c", "import mlflow; print(mlflow.__version__)"]
         )
 
-        def mlflow_argv(port, workdir):
+        def mlflow_argv(port, workdir, venv=venv, mlflow_bin=mlflow_bin):
             argv = [
                 str(mlflow_bin),
                 "models",
@@ -416,7 +417,7 @@ def make_servers(args) -> list[Server]:
                 [str(venv / "bin" / "python"), "-c", "import mlserver; print(mlserver.__version__)"]
             )
 
-            def mlserver_argv(port, workdir):
+            def mlserver_argv(port, workdir, venv=venv, exe=exe):
                 d = workdir / f"mlserver-{port}"
                 d.mkdir(parents=True, exist_ok=True)
                 (d / "settings.json").write_text(
@@ -947,6 +948,14 @@ def parse_args(argv=None):
     )
     p.add_argument("--keep-logs", action="store_true", help="keep the servers' logs")
     p.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="first wait up to SECONDS for the 1-minute load average to fall below 0.6 "
+        "(other work on the machine skews every number)",
+    )
+    p.add_argument(
         "--profile",
         action="store_true",
         help="after the load, profile ours with py-spy (from bench/.venv-peers or PATH) "
@@ -974,6 +983,11 @@ def main(argv=None) -> int:
         sys.exit(
             "wrk not found: `apt-get install -y wrk` (or run `bash bench/setup_peers.sh` as root)"
         )
+    if args.wait_quiet > 0:
+        deadline = time.time() + args.wait_quiet
+        while os.getloadavg()[0] >= 0.6 and time.time() < deadline:
+            time.sleep(5)
+        log(f"load average {os.getloadavg()[0]:.2f}")
     t_start = time.perf_counter()
     workdir = Path(tempfile.mkdtemp(prefix="bench-serve-"))
     servers = make_servers(args)
