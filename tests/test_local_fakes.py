@@ -150,7 +150,9 @@ class FakeEngine(Engine):
         answer = self.images.get(spec.image, spec.image)
         reason, self.fail_next = self.fail_next, None
         if reason or answer.startswith("broken"):
-            text = f"serving {answer}\nerror: {reason or 'the model cannot load'}"
+            text = (f"serving {answer}\nGET /ping 503\nTraceback (most recent call last):\n"
+                    '  File "/opt/x.py", line 1, in load\n    load()\n    ^^^^^^\n'
+                    f"RuntimeError: {reason or 'the model cannot load'}\nexiting")
             self.containers[spec.name] = _Container(spec, None, "exited", 3, text)
         else:
             server = FakeModelServer(answer, spec.port)

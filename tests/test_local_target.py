@@ -199,7 +199,13 @@ def test_a_failed_replace_shows_the_log_tail_and_removes_only_the_new_container(
         t.replace("ep", model(tmp_path, "broken-B"))
     err = info.value
     assert "did not become healthy" in err.message and "exit code 3" in err.message
-    assert "error: the model cannot load" in err.message, "the log tail is shown"
+    tail = err.message.split("--- last lines of its log ---\n")[1]
+    assert tail.splitlines()[:3] == ["serving broken-B",
+                                     "RuntimeError: the model cannot load (traceback folded)",
+                                     "exiting"], "the log tail, health checks and frames folded"
+    saved = Path(err.message.rsplit("its whole log: ", 1)[1].rstrip(")"))
+    assert "Traceback" in saved.read_text(), "the whole log is kept"
+    assert "Traceback" not in err.message
     assert "keeps serving" in err.hint
     assert len(err.cleaned) == 1 and err.cleaned[0].startswith("container mldeploy-local-ep-")
     assert err.leftover == []
@@ -256,6 +262,16 @@ def test_delete_removes_containers_gateway_state_and_orphans(local, tmp_path, en
     assert not (state_dir / "ep.json").exists()
 
 
+def test_delete_also_removes_the_kept_logs_of_failed_starts(local, tmp_path, state_dir):
+    t = local()
+    t.create("ep", model(tmp_path, "A"))
+    with pytest.raises(DeploymentFailedError):
+        t.replace("ep", model(tmp_path, "broken-B"))
+    assert list((state_dir / "logs" / "ep").glob("*.log"))
+    t.delete("ep")
+    assert not (state_dir / "logs" / "ep").exists()
+
+
 def test_plan_names_what_would_change(local, tmp_path, engine):
     t = local()
     plan = t.plan(__import__("mldeploy.target").target.DeployMode.CREATE, "ep",
@@ -310,3 +326,21 @@ def test_limits_are_passed_to_containers_and_kept_by_replace(local, tmp_path, en
     spec = engine.containers[again.resources[1].id].spec
     assert (spec.memory, spec.cpus) == (2 * 1024**3, 1.0)
     assert again.details["limits"] == {"memory": "2g", "cpus": 1.0, "workers": 1}
+
+
+def test_log_tail_folds_chained_tracebacks_and_drops_health_checks():
+    from mldeploy.plugins.local.errors import log_tail
+
+    text = "\n".join([
+        "start", "INFO GET /ping 503 0.1ms", "Traceback (most recent call last):",
+        '  File "a.py", line 1, in f', "    g()", "KeyError: 'x'", "",
+        "During handling of the above exception, another exception occurred:", "",
+        "Traceback (most recent call last):", '  File "b.py", line 2, in h', "    raise X",
+        "    ^^^^^^^", "ValueError: bad model", "Traceback (most recent call last):",
+        '  File "<frozen runpy>", line 198, in _run_module_as_main', "SystemExit: 3",
+        "[ERROR] Worker exited with code 3"])
+    assert log_tail(text, 10).splitlines() == [
+        "start", "KeyError: 'x' (traceback folded)", "ValueError: bad model (traceback folded)",
+        "SystemExit: 3 (traceback folded)", "[ERROR] Worker exited with code 3"]
+    assert log_tail(text, 1) == "[ERROR] Worker exited with code 3"
+    assert log_tail(text, 0) == ""

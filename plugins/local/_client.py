@@ -156,7 +156,9 @@ class Engine:
                 raw = self.client.containers.get(name).logs(tail=lines)
             except NotFound:
                 return ""
-        return "\n".join(scrub(line, 400) for line in raw.decode("utf-8", "replace").splitlines())
+        text_lines = raw.decode("utf-8", "replace").splitlines()
+        return "\n".join(line[:len(line) - len(line.lstrip())] + scrub(line, 400)
+                         for line in text_lines)
 
     def remove(self, name: str, stop_timeout: int = 10) -> bool:
         """Stop (SIGTERM, then SIGKILL after ``stop_timeout``) and remove; False if absent."""

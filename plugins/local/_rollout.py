@@ -13,6 +13,7 @@ import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from mldeploy.errors import MldeployError, TargetError
 from mldeploy.plugins.local import _gateway_ctl as gw
@@ -25,16 +26,29 @@ from mldeploy.plugins.local._resources import (
 )
 from mldeploy.plugins.local._state import EndpointState, StateStore, VariantState
 from mldeploy.plugins.local.config import LocalConfig, memory_bytes
+from mldeploy.plugins.local.errors import log_tail
 
 Say = Callable[[str], None]
 
 
 class StartFailed(Exception):
-    """A new container never got healthy: its name, why, and the tail of its log."""
+    """A new container never got healthy: its name, why, the tail of its log and the file its
+    whole log was saved to (the container itself is removed)."""
 
-    def __init__(self, container: str, reason: str, logs: str) -> None:
+    def __init__(self, container: str, reason: str, logs: str, saved: Path | None) -> None:
         super().__init__(reason)
-        self.container, self.reason, self.logs = container, reason, logs
+        self.container, self.reason, self.logs, self.saved = container, reason, logs, saved
+
+
+def save_log(directory: Path, container: str, text: str) -> Path | None:
+    """Keep a failed container's log (``directory/CONTAINER.log``) after it is removed."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / f"{container}.log"
+        path.write_text(text + "\n")
+        return path
+    except OSError:
+        return None
 
 
 @dataclass
@@ -111,9 +125,11 @@ def ensure_image(engine: Engine, config: LocalConfig, model_uri: str,
 
 def start_variant(engine: Engine, config: LocalConfig, *, home: str, endpoint: str,
                   variant: str, model_uri: str, weight: float, image: tuple[str, str],
-                  lim: dict[str, object], ledger: Ledger, timeout: float, say: Say) -> VariantState:
+                  lim: dict[str, object], ledger: Ledger, timeout: float, say: Say,
+                  log_dir: Path) -> VariantState:
     """Run a container of ``image`` for ``variant`` and wait for its ``/ping``; raise
-    :class:`StartFailed` (with the log tail) if it never gets healthy. A port taken between
+    :class:`StartFailed` (with the log tail; the whole log is kept in ``log_dir``) if it never
+    gets healthy. A port taken between
     picking and binding it is retried once on another port."""
     ref, iid = image
     memory = lim.get("memory")
@@ -135,12 +151,13 @@ def start_variant(engine: Engine, config: LocalConfig, *, home: str, endpoint: s
             engine.wait_healthy(cname, port, timeout,
                                 tick=lambda s, c=cname: say(f"waiting for {c} /ping ({s:.0f} s)"))
         except Unhealthy as exc:
-            logs = engine.logs(cname, config.log_lines)
+            logs = engine.logs(cname, 1000)
             if attempt == 0 and "address already in use" in logs.lower():
                 engine.remove(cname, stop_timeout=0)
                 ledger.containers.remove(cname)
                 continue
-            raise StartFailed(cname, exc.reason, logs) from None
+            saved = save_log(log_dir, cname, logs)
+            raise StartFailed(cname, exc.reason, log_tail(logs, config.log_lines), saved) from None
         say(f"{cname} is healthy")
         return VariantState(name=variant, model_uri=model_uri, image=ref, container=cname,
                             port=port, weight=weight, image_id=iid, created=time.time())

@@ -7,6 +7,7 @@ one source of truth for what an endpoint is made of. Files in the state director
     NAME.json          the endpoint (see :class:`EndpointState`)
     NAME.lock          the lock file (held while a deploy/traffic/delete runs)
     NAME.gateway.log   the gateway process's log
+    logs/NAME/         the whole logs of containers that failed to start (they are removed)
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import fcntl
 import json
 import os
 import secrets
+import shutil
 import tempfile
 import time
 from collections.abc import Iterator
@@ -111,6 +113,10 @@ class StateStore:
     def log_path(self, name: str) -> Path:
         return self.dir / f"{name}.gateway.log"
 
+    def log_dir(self, name: str) -> Path:
+        """Where the logs of containers that failed to start are kept (removed by delete)."""
+        return self.dir / "logs" / name
+
     def _ensure(self) -> None:
         try:
             self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -151,6 +157,7 @@ class StateStore:
                 existed = existed or path.suffix == ".json"
             except FileNotFoundError:
                 pass
+        shutil.rmtree(self.log_dir(name), ignore_errors=True)
         return existed
 
     def names(self) -> list[str]:

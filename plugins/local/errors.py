@@ -19,6 +19,7 @@ from mldeploy.errors import (
     TargetError,
 )
 
+_CHAINED = ("During handling of the above exception", "The above exception was the direct cause")
 _SECRETS = re.compile(r"(?i)(password|secret|token|authorization)([=:]\s*)\S+")
 
 
@@ -76,6 +77,28 @@ def docker_errors(action: str) -> Iterator[None]:
         raise
 
 
+def log_tail(text: str, lines: int) -> str:
+    """The last ``lines`` lines of a container log worth showing: health-check access lines
+    dropped and each Python traceback folded into its final exception line (frames and source
+    lines are the indented lines under ``Traceback (most recent call last):``)."""
+    out: list[str] = []
+    in_tb = False
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or "GET /ping " in line or line.startswith(_CHAINED):
+            continue
+        if line.startswith("Traceback (most recent call last)"):
+            in_tb = True
+            continue
+        if in_tb:
+            if raw[:1].isspace():
+                continue
+            in_tb = False
+            line = f"{line} (traceback folded)"
+        out.append(line)
+    return "\n".join(out[-lines:]) if lines > 0 else ""
+
+
 def invocation_error(name: str, status: int, body: bytes) -> InvocationError:
     """An error answer of the endpoint ``name`` (the container protocol's JSON, or the
     gateway's) as InvocationError / PredictionError, without any stack trace it may carry."""
@@ -100,4 +123,4 @@ def invocation_error(name: str, status: int, body: bytes) -> InvocationError:
                status=status, error_code=code, request_id=request_id, hint=hint)
 
 
-__all__ = ["docker_errors", "invocation_error", "no_sdk", "scrub", "translate"]
+__all__ = ["docker_errors", "invocation_error", "log_tail", "no_sdk", "scrub", "translate"]

@@ -157,7 +157,8 @@ class LocalTarget(Target):
             new_variant = ro.start_variant(
                 self.engine, c, home=self.home, endpoint=base.name, variant=vname,
                 model_uri=model_uri, weight=weight, image=image, lim=lim, ledger=ledger,
-                timeout=timeout or c.startup_timeout, say=self._say)
+                timeout=timeout or c.startup_timeout, say=self._say,
+                log_dir=self.store.log_dir(base.name))
             order = [v.name for v in (old.variants if old else ())]
             variants = sorted((*kept, new_variant),
                               key=lambda v: order.index(v.name) if v.name in order else 1 << 30)
@@ -183,12 +184,14 @@ class LocalTarget(Target):
             reason = f"the new container {exc.container} did not become healthy: {exc.reason}"
             if exc.logs:
                 reason += f"\n--- last lines of its log ---\n{exc.logs}"
+            if exc.saved:
+                reason += f"\n(its whole log: {exc.saved})"
         elif isinstance(exc, MldeployError):
             reason = exc.message
         else:
             reason = f"unexpected {type(exc).__name__}: {exc}"
         keep = (f"{name} keeps serving its previous model" if old is not None
-                else "nothing was left behind")
+                else "nothing is left running")
         if leftover:
             keep = f"remove by hand: {', '.join(leftover)}"
         return DeploymentFailedError(f"{verb} {name} failed: {reason}", hint=keep,
