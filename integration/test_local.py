@@ -31,7 +31,8 @@ from mldeploy.plugins.local._resources import LABEL_HOME, home_id
 from mldeploy.target import Status
 from mldeploy.testing.conformance import TargetConformance, example_model_dir
 
-pytestmark = pytest.mark.integration
+# an image build (first use of a model) can take minutes on a busy machine
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
 REQUEST = (example_model_dir() / "serving_input_example.json").read_bytes()
 EXAMPLE_ANSWER = [1, 1, 0]
