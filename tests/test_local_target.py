@@ -22,7 +22,7 @@ from test_local_fakes import FakeEngine
 from mldeploy.errors import DeploymentFailedError, InvocationError, TargetError, UsageError
 from mldeploy.plugins.local import LocalTarget
 from mldeploy.plugins.local import _gateway_ctl as gw
-from mldeploy.target import Status
+from mldeploy.target import DeployMode, Status
 from mldeploy.testing.conformance import TargetConformance, example_model_dir
 
 REQUEST = (example_model_dir() / "serving_input_example.json").read_bytes()
@@ -274,13 +274,11 @@ def test_delete_also_removes_the_kept_logs_of_failed_starts(local, tmp_path, sta
 
 def test_plan_names_what_would_change(local, tmp_path, engine):
     t = local()
-    plan = t.plan(__import__("mldeploy.target").target.DeployMode.CREATE, "ep",
-                  model(tmp_path, "A"))
+    plan = t.plan(DeployMode.CREATE, "ep", model(tmp_path, "A"))
     kinds = [(c.action.value, c.resource.kind) for c in plan.changes]
     assert kinds == [("create", "image"), ("create", "container"), ("create", "gateway")]
     dep = t.create("ep", model(tmp_path, "A"))
-    plan = t.plan(__import__("mldeploy.target").target.DeployMode.REPLACE, "ep",
-                  model(tmp_path, "A"))
+    plan = t.plan(DeployMode.REPLACE, "ep", model(tmp_path, "A"))
     kinds = [(c.action.value, c.resource.kind, c.resource.id) for c in plan.changes]
     assert kinds[0][:2] == ("keep", "image")
     assert ("delete", "container", dep.resources[1].id) in kinds
