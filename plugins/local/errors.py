@@ -31,7 +31,7 @@ def scrub(text: str, limit: int = 500) -> str:
 
 def no_sdk() -> TargetError:
     return TargetError("the local target needs the docker SDK, which is not installed",
-                       hint="pip install 'mldeploy[docker]'")
+                       hint="pip install 'mldeploy[local]'")
 
 
 def translate(exc: BaseException, action: str) -> MldeployError:
