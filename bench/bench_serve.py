@@ -680,10 +680,10 @@ def fmt(x, digits=1):
     return f"{x:.{digits}f}"
 
 
-def ratio(a, b):
+def ratio(a, b, digits=1):
     if not a or not b or a != a or b != b:
         return "-"
-    return f"{a / b:.1f}×"
+    return f"{a / b:.{digits}f}×"
 
 
 def machine_info() -> dict:
@@ -797,6 +797,8 @@ def report(res: dict) -> str:
     fl = res["floor"]
     head = ["body", "parse ms", "build ms", "predict ms", "serialise ms", "floor ms"]
     head += [f"{short[k]} c=1 mean ms" for k in keys] + [f"{short[k]} ÷ floor" for k in keys]
+    if "ours" in keys:
+        head.append("ours c=1 p50 ÷ floor")
     lines.append("| " + " | ".join(head) + " |")
     lines.append("|---|" + "---:|" * (len(head) - 1))
     for rows in res["rows"]:
@@ -806,7 +808,9 @@ def report(res: dict) -> str:
             fmt(f[s], 3) for s in ("parse", "build", "predict", "serialise", "total")
         ]
         row += [fmt(c1["results"][k]["mean_ms"], 2) if c1 else "-" for k in keys]
-        row += [ratio(c1["results"][k]["mean_ms"], f["total"]) if c1 else "-" for k in keys]
+        row += [ratio(c1["results"][k]["mean_ms"], f["total"], 2) if c1 else "-" for k in keys]
+        if "ours" in keys:
+            row.append(ratio(c1["results"]["ours"]["p50_ms"], f["total"], 2) if c1 else "-")
         lines.append("| " + " | ".join(row) + " |")
     lines.append("")
     lines.append(
@@ -814,7 +818,8 @@ def report(res: dict) -> str:
         "`pd.DataFrame(columns=signature)` + the scikit-learn model's `predict` + "
         '`orjson.dumps({"predictions": ...})`; median of repeated calls, measured at the '
         "start and at the end of the run, lower kept. c=1 mean = the wrk run's mean "
-        "latency at concurrency 1 (client-side, includes HTTP)."
+        "latency at concurrency 1 (client-side, includes HTTP); the p50 ratio is less "
+        "sensitive to other work on the machine."
     )
 
     # --- profiles
@@ -962,6 +967,11 @@ def parse_args(argv=None):
         "on the 1-row and 10,000-row bodies and print where its time goes",
     )
     p.add_argument("--profile-seconds", type=float, default=15.0)
+    p.add_argument(
+        "--from-json",
+        metavar="PATH",
+        help="print the tables of a saved run (bench/results/serve-*.json) and exit",
+    )
     args = p.parse_args(argv)
     if args.quick:
         args.seconds, args.rounds, args.warmup, args.cold_runs = 2.0, 1, 0.0, 1
@@ -979,6 +989,10 @@ def log(msg: str):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.from_json:
+        res = json.loads(Path(args.from_json).read_text())
+        print(report(res))
+        return 0
     if shutil.which("wrk") is None:
         sys.exit(
             "wrk not found: `apt-get install -y wrk` (or run `bash bench/setup_peers.sh` as root)"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Create the peers' virtualenvs for bench/bench_serve.py, apart from the project venv:
 #   bench/.venv-peers     MLflow's current release (full `mlflow`, for `mlflow models serve`) + scikit-learn
+#                         (+ py-spy, for bench_serve.py --profile)
 #   bench/.venv-mlserver  (only with --with-mlserver) MLServer 1.7.1 + mlserver-mlflow, uvloop==0.21.0 pinned
 # and install the load generator `wrk` from Debian if it is missing (needs root).
 #
@@ -61,6 +62,10 @@ if [ "$have" != "$mlflow_version" ] && { [ -z "$have" ] || [ "$reinstall" = 1 ];
   fi
 elif [ "$have" != "$mlflow_version" ]; then
   echo "peers venv keeps mlflow $have (mlflow==$mlflow_version did not install before; --reinstall retries)"
+fi
+# py-spy for `bench_serve.py --profile` (kept out of the project venv)
+if [ ! -x "$venv/bin/py-spy" ]; then
+  "$venv/bin/pip" install -q py-spy || echo "!! py-spy did not install; --profile will be unavailable" >&2
 fi
 "$venv/bin/python" -c "import mlflow, sklearn; print('peers venv: mlflow', mlflow.__version__, 'scikit-learn', sklearn.__version__)"
 
