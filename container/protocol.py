@@ -137,9 +137,7 @@ def _parse_json(body: bytes, model: ServedModel) -> ModelInput:
     key = present[0]
     value = doc[key]
     if key == "dataframe_split":
-        # JSON booleans would silently become 1.0/0.0 in the numeric fast path.
-        fast = model.numeric_columns and b"true" not in body and b"false" not in body
-        data = _frame_from_split(value, model, fast)
+        data = _frame_from_split(value, model, body)
     elif key == "dataframe_records":
         data = _frame_from_records(value, model)
     else:
@@ -147,7 +145,7 @@ def _parse_json(body: bytes, model: ServedModel) -> ModelInput:
     return ModelInput(data, params)
 
 
-def _frame_from_split(value: Any, model: ServedModel, fast: bool) -> pd.DataFrame:
+def _frame_from_split(value: Any, model: ServedModel, body: bytes) -> pd.DataFrame:
     if not isinstance(value, dict) or "data" not in value:
         raise ProtocolError(
             "BAD_REQUEST",
@@ -171,8 +169,8 @@ def _frame_from_split(value: Any, model: ServedModel, fast: bool) -> pd.DataFram
         raise ProtocolError("BAD_REQUEST", "'dataframe_split.columns' must be a list of names")
     if columns is not None:
         check_column_names(columns, model)
-    if fast and columns is not None:
-        frame = _numeric_frame(rows, columns, model)
+    if model.numeric_columns and columns is not None:
+        frame = _numeric_frame(rows, columns, model, body)
         if frame is not None:
             return frame
     try:
@@ -184,7 +182,9 @@ def _frame_from_split(value: Any, model: ServedModel, fast: bool) -> pd.DataFram
     return enforce_columns(frame, model)
 
 
-def _numeric_frame(rows: list, columns: list[str], model: ServedModel) -> pd.DataFrame | None:
+def _numeric_frame(
+    rows: list, columns: list[str], model: ServedModel, body: bytes
+) -> pd.DataFrame | None:
     """Fast path for all-numeric signatures: one 2D array, one cast. None when it does not apply
     (ragged rows, nulls, strings, mixed target types): the general path then says precisely what
     is wrong."""
@@ -209,7 +209,13 @@ def _numeric_frame(rows: list, columns: list[str], model: ServedModel) -> pd.Dat
     order = [name for name in model.column_names if name in columns]
     if order != columns:  # signature order, as MLflow's enforcement gives the model
         array = array[:, [columns.index(name) for name in order]]
-    return pd.DataFrame(array.astype(dtype, copy=False), columns=order)
+    # numpy turns JSON booleans into 1.0/0.0 silently; only when such values occur is the body
+    # scanned for the literals (the general path then names the bad cell).
+    if ((array == 0) | (array == 1)).any() and (b"true" in body or b"false" in body):
+        return None
+    # object-dtype names: scikit-learn's feature-name check is cheaper on them than on
+    # pandas' string dtype
+    return pd.DataFrame(array.astype(dtype, copy=False), columns=pd.Index(order, dtype=object))
 
 
 def _frame_from_records(value: Any, model: ServedModel) -> pd.DataFrame:

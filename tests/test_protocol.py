@@ -164,9 +164,10 @@ def test_wrong_types_name_the_column_and_row(clf, frame):
     err = _error(clf, {"dataframe_split": {"columns": list(frame.columns), "data": data}})
     assert err.error_code == "INVALID_PARAMETER_VALUE"
     assert "column 'f3' must be double (row 1: 'abc')" == err.message
-    data[1][3] = True
-    err = _error(clf, {"dataframe_split": {"columns": list(frame.columns), "data": data}})
-    assert "column 'f3' must be double" in err.message
+    for literal in (True, False):
+        data[1][3] = literal
+        err = _error(clf, {"dataframe_split": {"columns": list(frame.columns), "data": data}})
+        assert f"column 'f3' must be double (row 1: {literal})" == err.message
 
 
 def test_strict_types_in_mixed_model(mixed):
