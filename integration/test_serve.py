@@ -271,3 +271,15 @@ def test_cli_rejects_bad_settings_with_exit_code_2(tmp_path, example_model):
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
+
+
+def test_sigterm_does_not_wait_for_idle_keep_alive_connections(tmp_path, example_model):
+    frame = _example_frame(example_model)
+    with serve(tmp_path, example_model, "--workers", "1") as server:
+        server.wait_ready()
+        session = requests.Session()  # keeps its connection open after the request
+        assert session.post(f"{server.url}/invocations", timeout=30,
+                            json={"dataframe_split": frame.to_dict(orient="split")}).ok
+        server.proc.send_signal(signal.SIGTERM)
+        # the graceful timeout is 25 s; an idle client must not hold the shutdown for it
+        assert server.proc.wait(12) == 0
