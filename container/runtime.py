@@ -4,6 +4,7 @@ per-request deadline. One :class:`ModelRuntime` per worker process.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import re
@@ -66,6 +67,11 @@ class ModelRuntime:
             _log.exception("model %s failed to load", self.settings.model_uri)
             self._on_failure(self)
             return
+        # Move everything alive now (MLflow, pandas, the model) out of the collector's reach:
+        # a request's parse allocates ~10^5 objects, and each full collection would otherwise
+        # walk the whole startup heap (tail latency).
+        gc.collect()
+        gc.freeze()
         self.model = model
         self.ready.set()
         _log.info(
