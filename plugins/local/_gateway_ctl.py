@@ -29,8 +29,7 @@ def _request(state: EndpointState, method: str, path: str,
     """A control request; None if nothing (or not this gateway) answers."""
     if not state.port:
         return None
-    host = "127.0.0.1" if state.host in ("0.0.0.0", "::") else state.host
-    conn = http.client.HTTPConnection(host, state.port, timeout=timeout)
+    conn = http.client.HTTPConnection(state.client_host, state.port, timeout=timeout)
     try:
         conn.request(method, path, headers={"X-Mldeploy-Token": state.token,
                                             "Content-Length": "0"})

@@ -60,10 +60,15 @@ class EndpointState:
     limits: dict[str, Any] = field(default_factory=dict)  # memory, cpus, workers
 
     @property
+    def client_host(self) -> str:
+        """The address a client on this machine connects to (a wildcard bind -> loopback)."""
+        return "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
+
+    @property
     def url(self) -> str | None:
         if not self.port:
             return None
-        host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
+        host = self.client_host
         return f"http://[{host}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"
 
     def variant(self, name: str) -> VariantState | None:

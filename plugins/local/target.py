@@ -318,8 +318,8 @@ class LocalTarget(Target):
         headers = {"Content-Type": ctype, "Content-Length": str(len(body))}
         if variant:
             headers["X-Amzn-SageMaker-Target-Variant"] = variant
-        host = "127.0.0.1" if state.host in ("0.0.0.0", "::") else state.host
-        conn = http.client.HTTPConnection(host, state.port, timeout=state.upstream_timeout + 5)
+        conn = http.client.HTTPConnection(state.client_host, state.port,
+                                          timeout=state.upstream_timeout + 5)
         try:
             conn.request("POST", "/invocations", body=body, headers=headers)
             resp = conn.getresponse()
