@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from mldeploy.errors import MldeployError
+from mldeploy.errors import DeploymentFailedError, DeploymentTimeoutError, MldeployError
 from mldeploy.plugins.kubernetes import _rollout
 from mldeploy.plugins.kubernetes._client import Kube
 from mldeploy.plugins.kubernetes.errors import ApiError, Unreachable
@@ -130,3 +130,17 @@ def owned_replicasets(kube: Kube, dep: Mapping[str, Any]) -> dict[str, str]:
 
 
 __all__ = ["Ledger", "Outcome", "merge_patch", "owned_replicasets", "rid", "view", "watch"]
+
+
+def watch_or_undo(kube: Kube, name: str, ledger: Ledger, config: Any, *, timeout: float | None,
+                  say: Callable[..., None], failed: str, hint: str) -> None:
+    """Watch Deployment ``name`` roll out; if it fails or times out, remove what ``ledger``
+    created and raise (``hint`` when nothing is left over, else how to clean up by hand)."""
+    outcome = watch(kube, name, timeout=timeout or config.timeout_seconds,
+                    poll=config.poll_interval_seconds, log_lines=config.log_lines, say=say)
+    if outcome.ok:
+        return
+    cleaned, leftover = ledger.undo()
+    cls = DeploymentTimeoutError if outcome.timed_out else DeploymentFailedError
+    raise cls(f"{failed}: {outcome.reason}", cleaned=cleaned, leftover=leftover,
+              hint=hint if not leftover else "remove the leftover objects named above by hand")

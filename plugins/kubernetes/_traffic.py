@@ -9,15 +9,13 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from mldeploy.errors import (
-    DeploymentFailedError,
-    DeploymentTimeoutError,
     InvocationError,
     PredictionError,
     UsageError,
 )
 from mldeploy.plugins.kubernetes import _checks
 from mldeploy.plugins.kubernetes import manifests as mf
-from mldeploy.plugins.kubernetes._ops import Ledger, rid, watch
+from mldeploy.plugins.kubernetes._ops import Ledger, rid, watch, watch_or_undo
 from mldeploy.plugins.kubernetes.errors import ApiError, Unreachable, scrub, translate
 from mldeploy.target import Deployment, Prediction, Status, encode_payload
 
@@ -61,15 +59,9 @@ class TrafficMixin(_Base):
             self._say(f"created canary {rid('Deployment', kube.namespace, cname)} with "
                       f"{canary['spec']['replicas']} pods", Status.UPDATING)
             if wait:
-                outcome = watch(kube, cname, timeout=timeout or self.config.timeout_seconds,
-                                poll=self.config.poll_interval_seconds,
-                                log_lines=self.config.log_lines, say=self._say)
-                if not outcome.ok:
-                    cleaned, leftover = ledger.undo()
-                    cls = DeploymentTimeoutError if outcome.timed_out else DeploymentFailedError
-                    raise cls(f"canary of {name!r} failed: {outcome.reason}", cleaned=cleaned,
-                              leftover=leftover, hint="the canary was removed; the stable "
-                              "model serves all traffic")
+                watch_or_undo(kube, cname, ledger, self.config, timeout=timeout, say=self._say,
+                              failed=f"canary of {name!r} failed",
+                              hint="the canary was removed; the stable model serves all traffic")
             return self.get(name)
 
     def traffic(self, name: str, weights: Mapping[str, float], *, wait: bool = True,

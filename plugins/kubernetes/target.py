@@ -35,6 +35,7 @@ from mldeploy.plugins.kubernetes._ops import (
     rid,
     view,
     watch,
+    watch_or_undo,
 )
 from mldeploy.plugins.kubernetes._traffic import TrafficMixin
 from mldeploy.plugins.kubernetes.config import DNS_1035, KubernetesConfig, Output
@@ -129,16 +130,9 @@ class KubernetesTarget(TrafficMixin, Target):
                 ledger.undo()
                 raise translate(exc, f"create {name}") from None
             if wait:
-                outcome = watch(kube, name, timeout=timeout or self.config.timeout_seconds,
-                                poll=self.config.poll_interval_seconds,
-                                log_lines=self.config.log_lines, say=self._say)
-                if not outcome.ok:
-                    cleaned, leftover = ledger.undo()
-                    cls = DeploymentTimeoutError if outcome.timed_out else DeploymentFailedError
-                    raise cls(f"deployment {name!r} failed: {outcome.reason}", cleaned=cleaned,
-                              leftover=leftover,
-                              hint="everything this run created was removed" if not leftover
-                              else "remove the leftover objects named above by hand")
+                watch_or_undo(kube, name, ledger, self.config, timeout=timeout, say=self._say,
+                              failed=f"deployment {name!r} failed",
+                              hint="everything this run created was removed")
             self._say(f"{name} is ready" if wait else f"{name} is rolling out",
                       Status.READY if wait else Status.CREATING)
             return self.get(name)
