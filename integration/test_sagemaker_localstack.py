@@ -19,7 +19,6 @@ import signal
 import subprocess
 import tarfile
 import time
-import urllib.request
 from pathlib import Path
 
 import boto3
@@ -28,7 +27,7 @@ import pytest
 from mldeploy.errors import DeploymentFailedError
 from mldeploy.registry import get_target
 from mldeploy.target import Status
-from mldeploy.testing.aws import apply_env, emulator_env, free_port, moto_server
+from mldeploy.testing.aws import apply_env, emulator_env, free_port, moto_server, wait_http_ok
 from mldeploy.testing.conformance import example_model_dir
 from mldeploy.testing.moto_sagemaker import SageMakerEmulator
 
@@ -69,18 +68,9 @@ def localstack(tmp_path_factory):
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/_localstack/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                tail = (home / "localstack.log").read_text(errors="replace")[-300:]
-                pytest.skip(f"LocalStack did not start on 127.0.0.1:{port}: {tail}")
-            time.sleep(0.3)
+        if not wait_http_ok(f"{url}/_localstack/health", proc, timeout=60):
+            tail = (home / "localstack.log").read_text(errors="replace")[-300:]
+            pytest.skip(f"LocalStack did not start on 127.0.0.1:{port}: {tail}")
         yield url
     finally:
         # SIGTERM often never finishes: a grace period, then SIGKILL (our own process only)

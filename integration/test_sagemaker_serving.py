@@ -9,7 +9,6 @@ import pickle
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 
 import boto3
@@ -17,7 +16,7 @@ import pytest
 
 from mldeploy.errors import InvocationError
 from mldeploy.registry import get_target
-from mldeploy.testing.aws import apply_env, emulator_env, free_port, moto_server
+from mldeploy.testing.aws import apply_env, emulator_env, free_port, moto_server, wait_http_ok
 from mldeploy.testing.conformance import example_model_dir
 from mldeploy.testing.moto_sagemaker import SageMakerEmulator, container_responder
 
@@ -41,17 +40,8 @@ def container(tmp_path_factory):
             stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/ping", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.skip(f"the serving container did not start: {log.read_text()[-300:]}")
-            time.sleep(0.3)
+        if not wait_http_ok(f"{url}/ping", proc, timeout=90):
+            pytest.skip(f"the serving container did not start: {log.read_text()[-300:]}")
         yield url
     finally:
         if proc.poll() is None:

@@ -21,6 +21,25 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_http_ok(url: str, proc: Any = None, *, timeout: float = 60.0) -> bool:
+    """Poll ``url`` (GET) until it answers 200: True; False once ``proc`` (a Popen) has exited
+    or ``timeout`` seconds have passed."""
+    import time
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return True
+        except OSError:
+            pass
+        if (proc is not None and proc.poll() is not None) or time.monotonic() > deadline:
+            return False
+        time.sleep(0.3)
+
+
 @contextlib.contextmanager
 def moto_server(port: int | None = None) -> Iterator[str]:
     """A moto server in a thread on 127.0.0.1; yields its URL. Stopped on exit."""
