@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 from flask import Flask, Response, request
 
-from ..protocol import ProtocolError, Reply, error_body
+from ..protocol import STATUS, ProtocolError, Reply, error_body
 from ..runtime import ModelRuntime, request_id
 from ..settings import ServerSettings
 
@@ -132,8 +132,6 @@ def _reply(reply: Reply) -> Response:
 
 
 def _error(error_code: str, message: str) -> Response:
-    from ..protocol import STATUS
-
     rid = request.environ.get("mldeploy.request_id")
     return Response(
         error_body(error_code, message, rid), STATUS[error_code], content_type="application/json"
