@@ -30,6 +30,13 @@ _NUMPY_TYPES = {
     "datetime": np.dtype("datetime64[ns]"),
 }
 
+# Flavors whose loaded models survive fork(): loading them starts no threads, opens no sessions
+# or devices (TensorFlow, PyTorch/OpenMP, ONNX Runtime, Spark/H2O JVMs do). A custom
+# python_function model may do anything in load_context, so it is not on the list.
+FORK_SAFE_FLAVORS = frozenset({
+    "sklearn", "xgboost", "lightgbm", "catboost", "statsmodels", "prophet", "pmdarima",
+})
+
 
 @dataclass(frozen=True)
 class Column:
@@ -72,19 +79,40 @@ class ServedModel:
         return candidate.read_bytes() if candidate.is_file() else None
 
 
+def fork_safe(model_dir: str | os.PathLike[str]) -> bool:
+    """True when the model in ``model_dir`` (a local directory) can be loaded once and shared by
+    forked workers: its flavors (from ``MLmodel``) are all in :data:`FORK_SAFE_FLAVORS`, besides
+    ``python_function``. False when it cannot tell."""
+    import yaml
+
+    try:
+        meta = yaml.safe_load((Path(model_dir) / "MLmodel").read_text(encoding="utf-8"))
+        flavors = set(meta.get("flavors") or {}) - {"python_function"}
+    except (OSError, ValueError, AttributeError, yaml.YAMLError):
+        return False
+    return bool(flavors) and flavors <= FORK_SAFE_FLAVORS
+
+
+def quiet_mlflow_environment() -> None:
+    """Environment for MLflow inside a server, unless the operator set it: no usage telemetry
+    (a serving process must not call home, nor start MLflow's telemetry threads before a fork)
+    and no echo of whole inputs in schema errors (our messages say what is wrong)."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("MLFLOW_DISABLE_SCHEMA_DETAILS", "true")
+
+
 def load_model(model_uri: str) -> ServedModel:
     """Resolve ``model_uri`` to a local directory and load it as a pyfunc model.
 
     Raises ``mldeploy.errors.ModelUriError`` when the URI does not resolve; whatever the model's own
     loader raises propagates (the caller logs it and stops the server).
     """
+    quiet_mlflow_environment()
     import mlflow.pyfunc
 
     from mldeploy.model_uri import resolve_model_uri
 
     path = resolve_model_uri(model_uri)
-    # Our own messages say what is wrong with an input; MLflow's would echo the whole input back.
-    os.environ.setdefault("MLFLOW_DISABLE_SCHEMA_DETAILS", "true")
     # suppress_warnings skips MLflow's requirement-mismatch scan (~0.65 s of every cold start);
     # images are built from the model's own pinned requirements.
     pyfunc = mlflow.pyfunc.load_model(str(path), suppress_warnings=True)

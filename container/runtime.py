@@ -40,12 +40,18 @@ class ModelRuntime:
     ``ready`` is set only after the model loaded and, when it ships a serving example, one
     warm-up prediction passed. A load or warm-up failure calls ``on_failure`` (by default: log
     and exit the process with :data:`LOAD_FAILED_EXIT_CODE`, which stops the whole server).
+    With ``preloaded`` (a model the parent process loaded before forking this worker) only the
+    warm-up runs here.
     """
 
-    def __init__(self, settings: ServerSettings, on_failure: Any = None) -> None:
+    def __init__(
+        self, settings: ServerSettings, on_failure: Any = None,
+        preloaded: ServedModel | None = None,
+    ) -> None:
         self.settings = settings
         self.ready = threading.Event()
         self.model: ServedModel | None = None
+        self._preloaded = preloaded
         self.failure: str | None = None
         self._on_failure = on_failure or _exit_on_failure
         self._pool = ThreadPoolExecutor(
@@ -60,7 +66,7 @@ class ModelRuntime:
     def _load(self) -> None:
         started = time.monotonic()
         try:
-            model = load_model(self.settings.model_uri)
+            model = self._preloaded or load_model(self.settings.model_uri)
             warmed = warm_up(model)
         except BaseException as exc:  # noqa: BLE001 - any failure stops the server, logged
             self.failure = f"{type(exc).__name__}: {exc}"
@@ -75,8 +81,9 @@ class ModelRuntime:
         self.model = model
         self.ready.set()
         _log.info(
-            "model %s loaded in %.2f s%s (pid %d)",
+            "model %s %s in %.2f s%s (pid %d)",
             self.settings.model_uri,
+            "ready (loaded before fork)" if self._preloaded else "loaded",
             time.monotonic() - started,
             ", warm-up passed" if warmed else "",
             os.getpid(),

@@ -17,6 +17,8 @@ DEFAULT_MAX_REQUEST_BYTES = 6 * 1024 * 1024  # SageMaker real-time payload limit
 DEFAULT_THREADS = 4
 DEFAULT_GRACEFUL_SECONDS = 25.0  # SageMaker sends SIGKILL 30 s after SIGTERM
 ENGINES = ("flask", "mlserver")
+PRELOAD_MODES = ("auto", "on", "off")
+_PRELOAD_ALIASES = {"true": "on", "1": "on", "yes": "on", "false": "off", "0": "off", "no": "off"}
 
 # name of the setting -> environment variable
 ENV_NAMES = {
@@ -30,6 +32,7 @@ ENV_NAMES = {
     "graceful_timeout": "MLDEPLOY_GRACEFUL_TIMEOUT",
     "engine": "MLDEPLOY_ENGINE",
     "log_level": "MLDEPLOY_LOG_LEVEL",
+    "preload": "MLDEPLOY_PRELOAD",
 }
 
 
@@ -51,6 +54,9 @@ class ServerSettings:
     graceful_timeout: float = DEFAULT_GRACEFUL_SECONDS
     engine: str = "flask"
     log_level: str = "info"
+    # Load the model once before forking the workers (flask engine): "auto" does it for model
+    # flavors known to survive fork() (see loader.fork_safe), "on"/"off" force it.
+    preload: str = "auto"
 
     @classmethod
     def resolve(
@@ -76,6 +82,9 @@ class ServerSettings:
             if raw:
                 values[name] = _convert(name, raw, field.type, f"environment variable {env_name}")
         values.setdefault("workers", os.cpu_count() or 1)
+        if isinstance(values.get("preload"), str):
+            mode = str(values["preload"]).strip().lower()
+            values["preload"] = _PRELOAD_ALIASES.get(mode, mode)
         settings = cls(**values)  # type: ignore[arg-type]
         settings._check()
         return settings
@@ -93,6 +102,10 @@ class ServerSettings:
             raise SettingsError(f"max_request_bytes must be positive, got {self.max_request_bytes}")
         if self.engine not in ENGINES:
             raise SettingsError(f"engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
+        if self.preload not in PRELOAD_MODES:
+            raise SettingsError(
+                f"preload must be one of {', '.join(PRELOAD_MODES)}, got {self.preload!r}"
+            )
 
 
 def _convert(name: str, value: object, type_name: object, source: str) -> object:

@@ -237,6 +237,56 @@ def test_sigterm_drains_an_in_flight_request(tmp_path, slow_model):
         assert server.ping() == 0  # no longer listening
 
 
+def test_preload_loads_once_before_forking_while_a_child_answers_503(tmp_path, slow_model):
+    env = {"MLDEPLOY_TEST_LOAD_SLEEP": "2", "MLDEPLOY_PRELOAD": "on"}
+    with serve(tmp_path, slow_model, "--workers", "2", env=env) as server:
+        deadline, seen, not_ready = time.monotonic() + 60, [], None
+        while time.monotonic() < deadline:
+            try:
+                response = requests.get(f"{server.url}/ping", timeout=2,
+                                        headers={"X-Request-Id": "probe-1"})
+            except requests.ConnectionError:
+                time.sleep(0.02)
+                continue
+            seen.append(response.status_code)
+            if response.status_code == 503 and not_ready is None:
+                not_ready = response
+            if response.status_code == 200:
+                break
+            time.sleep(0.02)
+        assert seen[-1] == 200 and 503 in seen, seen
+        assert not_ready.json()["error_code"] == "MODEL_NOT_READY"
+        assert not_ready.json()["request_id"] == "probe-1"
+        assert not_ready.headers["X-Request-Id"] == "probe-1"
+        assert server.invoke({"dataframe_records": [{"x": 1}, {"x": 2}]}).ok
+    log = server.log.read_text()
+    # loaded once in the master (load_context slept once), warmed up in each forked worker
+    assert log.count("loaded in") == 1, log
+    assert log.count("ready (loaded before fork)") == 2, log
+
+
+def test_sigterm_while_preloading_stops_at_once_and_frees_the_port(tmp_path, slow_model):
+    env = {"MLDEPLOY_TEST_LOAD_SLEEP": "60", "MLDEPLOY_PRELOAD": "on"}
+    with serve(tmp_path, slow_model, "--workers", "1", env=env) as server:
+        deadline = time.monotonic() + 60
+        while server.ping() != 503:
+            assert time.monotonic() < deadline and server.proc.poll() is None
+            time.sleep(0.05)
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.proc.wait(10) == 0
+        assert server.ping() == 0  # neither the server nor its 503 responder listens any more
+
+
+def test_a_model_that_fails_to_preload_stops_the_server_with_code_3(tmp_path, slow_model):
+    env = {"MLDEPLOY_TEST_LOAD_SLEEP": "not-a-number", "MLDEPLOY_PRELOAD": "on"}
+    with serve(tmp_path, slow_model, "--workers", "2", env=env) as server:
+        assert server.proc.wait(60) == 3
+        assert server.ping() == 0
+    log = server.log.read_text()
+    assert "failed to load" in log and "not-a-number" in log
+    assert "Booting worker" not in log
+
+
 def test_model_that_fails_warm_up_stops_the_server(tmp_path, broken_example_model):
     with serve(tmp_path, broken_example_model, "--workers", "1") as server:
         code = server.proc.wait(60)

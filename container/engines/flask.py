@@ -4,17 +4,21 @@ threaded workers (``gthread``: a pinging load balancer is answered while predict
 
 from __future__ import annotations
 
+import gc
 import logging
 import math
 import os
+import signal
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
 from flask import Flask, Response, request
 
+from ..loader import ServedModel, fork_safe, load_model
 from ..protocol import STATUS, ProtocolError, Reply, error_body
-from ..runtime import ModelRuntime, request_id
+from ..runtime import LOAD_FAILED_EXIT_CODE, ModelRuntime, request_id
 from ..settings import ServerSettings
 
 _log = logging.getLogger("mldeploy.container")
@@ -24,10 +28,14 @@ DRAIN_LIMIT = 128 * 1024 * 1024
 _CHUNK = 1024 * 1024
 
 
-def create_app(settings: ServerSettings, runtime: ModelRuntime | None = None) -> Flask:
-    """Build the app and start loading the model in the background."""
+def create_app(
+    settings: ServerSettings, runtime: ModelRuntime | None = None,
+    preloaded: ServedModel | None = None,
+) -> Flask:
+    """Build the app and start loading the model (or warming up ``preloaded``) in the
+    background."""
     if runtime is None:
-        runtime = ModelRuntime(settings)
+        runtime = ModelRuntime(settings, preloaded=preloaded)
         runtime.start()
     app = Flask("mldeploy")
     app.config["MLDEPLOY_RUNTIME"] = runtime
@@ -177,17 +185,71 @@ def _draining_worker() -> type:
     return DrainingThreadWorker
 
 
+def should_preload(settings: ServerSettings) -> bool:
+    """Whether the master loads the model before forking the workers (``settings.preload``)."""
+    if settings.preload == "auto":
+        return fork_safe(settings.model_uri)
+    return settings.preload == "on"
+
+
+class _StopLoading(BaseException):
+    """SIGTERM/SIGINT/SIGQUIT arrived while the master was loading the model."""
+
+
+def preload_model(settings: ServerSettings, listeners: Sequence[Any]) -> ServedModel:
+    """Load the model in the gunicorn master after it bound ``listeners`` and before it forks
+    the workers, while a forked child answers 503 on them (:mod:`._loading`).
+
+    Workers forked afterwards start with the model in memory (shared copy-on-write; ``gc.freeze``
+    keeps the collector from touching, and so copying, those pages). They only run the warm-up,
+    so a worker that crashes is back at once too. A load failure is logged and exits the server
+    with :data:`LOAD_FAILED_EXIT_CODE`; a stop signal during the load exits with 0.
+    """
+    from ._loading import LoadingResponder
+
+    def _stop(signum: int, _frame: Any) -> None:
+        raise _StopLoading(signum)
+
+    started = time.monotonic()
+    stop_signals = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
+    previous = {sig: signal.signal(sig, _stop) for sig in stop_signals}
+    try:
+        with LoadingResponder([getattr(lst, "sock", lst) for lst in listeners]):
+            model = load_model(settings.model_uri)
+    except _StopLoading:
+        _log.info("stopped while loading the model")
+        raise SystemExit(0) from None
+    except Exception:
+        _log.exception("model %s failed to load", settings.model_uri)
+        raise SystemExit(LOAD_FAILED_EXIT_CODE) from None
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    gc.collect()
+    gc.freeze()
+    _log.info("model %s loaded in %.2f s; starting %d worker(s)",
+              settings.model_uri, time.monotonic() - started, settings.workers)
+    return model
+
+
 def run(settings: ServerSettings) -> int:
     """Serve until SIGTERM/SIGINT; return the process exit code."""
     from gunicorn.app.base import BaseApplication
+
+    preloaded: list[ServedModel] = []
+
+    def when_ready(arbiter: Any) -> None:  # master: listeners bound, no worker forked yet
+        preloaded.append(preload_model(settings, arbiter.LISTENERS))
 
     class _App(BaseApplication):
         def load_config(self) -> None:
             for key, value in gunicorn_options(settings).items():
                 self.cfg.set(key, value)
+            if should_preload(settings):
+                self.cfg.set("when_ready", when_ready)
 
         def load(self) -> Flask:  # runs in each worker after fork
-            return create_app(settings)
+            return create_app(settings, preloaded=preloaded[0] if preloaded else None)
 
     try:
         _App().run()

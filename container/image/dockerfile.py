@@ -79,6 +79,7 @@ ENV PATH=/opt/mldeploy/venv/bin:$PATH \\
     TMPDIR=/tmp \\
     XDG_CACHE_HOME=/tmp/.cache \\
     MPLCONFIGDIR=/tmp/.matplotlib \\
+    MLFLOW_DISABLE_TELEMETRY=true \\
     MLDEPLOY_HOST=0.0.0.0 \\
     MLDEPLOY_ENGINE={engine}
 COPY --from=deps /opt/mldeploy/venv /opt/mldeploy/venv
