@@ -58,3 +58,20 @@ def test_mlserver_engine_ping_is_503_until_loaded(tmp_path, slow_model):
                 break
             time.sleep(0.05)
         assert 503 in seen and seen[-1] == 200
+
+
+def test_mlserver_v2_parameters_reach_the_model_as_params(tmp_path, mixed_model):
+    rows = {"name": ["a", "b"], "count": [1, 2], "flag": [True, False]}
+    types = {"name": "BYTES", "count": "INT64", "flag": "BOOL"}
+    inputs = [{"name": k, "shape": [2], "datatype": types[k], "data": v} for k, v in rows.items()]
+    with serve(tmp_path, mixed_model, "--engine", "mlserver") as server:
+        server.wait_ready(90)
+        url = f"{server.url}/v2/models/model/infer"
+        scaled = requests.post(url, timeout=30, json={"inputs": inputs,
+                                                      "parameters": {"scale": 2.5}})
+        plain = requests.post(url, timeout=30, json={"inputs": inputs})
+        wrong = requests.post(url, timeout=30, json={"inputs": inputs,
+                                                     "parameters": {"scale": "big"}})
+    assert scaled.status_code == 200 and plain.status_code == 200, (scaled.text, plain.text)
+    assert "2.5" in str(scaled.json()["outputs"]) and "2.5" not in str(plain.json()["outputs"])
+    assert wrong.status_code == 400, wrong.text

@@ -8,6 +8,7 @@ every route calls :mod:`mldeploy.container.protocol`.
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from fastapi import Depends, Header, Request, Response
 from mlserver.codecs import NumpyCodec, PandasCodec
@@ -20,6 +21,9 @@ from .. import protocol
 from ..protocol import STATUS, ProtocolError, error_body
 from ..runtime import ModelRuntime, request_id
 from .mlserver import settings_from_extra
+
+# Request-level ``parameters`` that belong to the V2 protocol (and MLServer), not to the model.
+_V2_RESERVED = frozenset({"content_type", "headers"})
 
 
 async def _body(request: Request) -> bytes:
@@ -71,7 +75,9 @@ class MldeployRuntime(MLModel):
                         headers={"X-Request-Id": rid})
 
     async def predict(self, payload: InferenceRequest) -> InferenceResponse:
-        """MLServer's V2 protocol: the request's inputs as columns, enforced like /invocations."""
+        """MLServer's V2 protocol: the request's inputs as columns, enforced like /invocations;
+        the request's own ``parameters`` (besides V2's ``content_type`` and ``headers``) are the
+        model's MLflow ``params``."""
         if not self._runtime.ready.is_set():
             raise MLServerError("the model is loading", status_code=503)
         model = self._runtime.model
@@ -79,7 +85,7 @@ class MldeployRuntime(MLModel):
         try:
             data = protocol.enforce_frame(frame, model)
             result = await asyncio.to_thread(
-                protocol.predict, model, protocol.ModelInput(data, None)
+                protocol.predict, model, protocol.ModelInput(data, v2_params(payload))
             )
         except ProtocolError as err:
             raise MLServerError(err.message, status_code=err.status) from None
@@ -92,6 +98,18 @@ class MldeployRuntime(MLModel):
             model_version=self.version,
             outputs=[NumpyCodec.encode_output("predictions", np.asarray(result))],
         )
+
+
+def v2_params(payload: InferenceRequest) -> dict[str, Any] | None:
+    """The MLflow params a V2 request carries: its ``parameters`` minus the V2 protocol's own."""
+    if payload.parameters is None:
+        return None
+    params = {
+        key: value
+        for key, value in payload.parameters.model_dump(exclude_none=True).items()
+        if key not in _V2_RESERVED
+    }
+    return params or None
 
 
 def _error(code: str, message: str, rid: str) -> Response:
