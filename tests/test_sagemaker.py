@@ -180,6 +180,13 @@ def test_invalid_endpoint_name_is_refused_before_any_call(name):
     ({"autoscaling": {"min_capacity": 3, "max_capacity": 2}}, "exceeds"),
     ({"deployment_config": {"strategy": "canery"}}, "did you mean 'canary'"),
     ({"recreate_failed": "yes please"}, "not a boolean"),
+    ({"ecr_repository": "team/churn"}, "image_uri is deployed as is"),
+    ({"build": {"engine": "mlserver"}}, "image_uri is deployed as is"),
+    ({"image_uri": None, "ecr_repository": "team/churn:3"}, "has a tag or digest"),
+    ({"image_uri": None, "ecr_repository": "ghcr.io/acme/churn"}, "not in Amazon ECR"),
+    ({"image_uri": None, "ecr_repository": "Team/Churn"}, "not a valid ECR repository"),
+    ({"image_uri": None, "build": {"engine": "mlservr"}}, "did you mean 'mlserver'"),
+    ({"image_uri": None, "build": {"platform": "linux/s390x"}}, "linux/arm64"),
 ])
 def test_config_is_checked_before_any_aws_call(cfg, match):
     with pytest.raises(ConfigError, match=match):
@@ -191,12 +198,10 @@ def test_booleans_parse_like_the_cli_says():
     assert SageMakerTarget({"recreate_failed": "0"}).config.recreate_failed is False
 
 
-def test_missing_role_or_image_is_a_config_error_and_creates_nothing(make, session):
+def test_missing_role_is_a_config_error_and_creates_nothing(make, session):
     before = sagemaker_inventory(session)
     with pytest.raises(ConfigError, match="execution_role_arn"):
         make(execution_role_arn=None).create("ep", MODEL)
-    with pytest.raises(ConfigError, match="image_uri"):
-        make(image_uri=None).create("ep", MODEL)
     assert sagemaker_inventory(session) == before
 
 
@@ -667,3 +672,189 @@ def test_async_endpoint_invoke_goes_through_s3(make, session, model2):
     with pytest.raises(InvocationError, match="failed") as info:
         t.invoke("as", b'{"nope": 1}')
     assert "not a scoring request" in info.value.message
+
+
+# -- no image_uri: the model's image is built, pushed to ECR and deployed -----------------------
+
+from mldeploy.errors import BuildError  # noqa: E402
+from mldeploy.plugins.sagemaker import _client as aws  # noqa: E402
+from mldeploy.plugins.sagemaker.config import Engine  # noqa: E402
+
+ECR = "123456789012.dkr.ecr.us-east-1.amazonaws.com"
+
+
+class FakeImages:
+    """Builder and pusher that record what they are asked to do; the push puts the tag into
+    moto's ECR (creating the repository when missing) as the real pusher does."""
+
+    def __init__(self, session):
+        self.ecr = session.client("ecr")
+        self.fail = None
+        self.built, self.pushed = [], []
+
+    def build(self, image, log):
+        assert (image.model_dir / "MLmodel").is_file()
+        if self.fail == "build":
+            raise BuildError("image build failed at step 9/22 (RUN pip install): No matching "
+                             "distribution found for scikit-learn==99",
+                             hint="a wheel does not fit the image's Python")
+        self.built.append(image)
+
+    def push(self, image, log):
+        if self.fail == "push":  # a foreign exception, carrying a secret
+            raise RuntimeError("denied: token=abc123 your authorization token has expired")
+        try:
+            self.ecr.create_repository(repositoryName=image.repository)
+        except self.ecr.exceptions.RepositoryAlreadyExistsException:
+            pass
+        manifest = {"schemaVersion": 2, "layers": [],
+                    "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+                    "config": {"digest": "sha256:" + "a" * 64}}
+        self.ecr.put_image(repositoryName=image.repository, imageTag=image.tag,
+                           imageManifest=json.dumps(manifest))
+        self.pushed.append(image.reference)
+
+
+@pytest.fixture
+def images(session):
+    fake = FakeImages(session)  # moto's ECR reset would empty S3 too: remove repositories
+    for repo in fake.ecr.describe_repositories()["repositories"]:
+        fake.ecr.delete_repository(repositoryName=repo["repositoryName"], force=True)
+    return fake
+
+
+@pytest.fixture
+def build_make(session, events, images):
+    def make(**cfg):
+        clients = aws.Clients(session, build_image=images.build, push_image=images.push)
+        return SageMakerTarget({**BASE, "image_uri": None, **cfg}, clients=clients,
+                               progress=events.append)
+    return make
+
+
+def container_of(session, dep):
+    sm = session.client("sagemaker")
+    cfg = sm.describe_endpoint_config(EndpointConfigName=dep.details["endpoint_config"])
+    return sm.describe_model(ModelName=cfg["ProductionVariants"][0]["ModelName"])[
+        "PrimaryContainer"]
+
+
+def test_without_image_uri_the_model_image_is_built_pushed_once_and_deployed(
+        build_make, images, session, events, model2):
+    dep = build_make().create("ep", MODEL)
+    (image,) = images.built
+    ref = f"{ECR}/mldeploy/ep:{image.tag}"
+    assert images.pushed == [ref] and image.options.engine is Engine.FLASK
+    container = container_of(session, dep)
+    assert container["Image"] == ref and "ModelDataUrl" not in container  # the model is inside
+    assert {r.kind for r in dep.resources} == {"endpoint", "endpoint-config", "model"}
+    assert session.client("s3").list_objects_v2(Bucket=BUCKET).get("KeyCount", 0) == 0
+    # the same model again (here: recreated after a delete): its digest tag is in ECR, no build
+    build_make().delete("ep")
+    events.clear()
+    assert container_of(session, build_make().create("ep", MODEL))["Image"] == ref
+    assert len(images.built) == 1 and len(images.pushed) == 1
+    assert any("in ECR already: not rebuilding" in str(e) for e in events)
+    # a changed model, then a changed build option: a new tag each, built and pushed once
+    dep = build_make().replace("ep", model2)
+    assert len(images.built) == 2 and container_of(session, dep)["Image"] == images.pushed[-1]
+    assert images.pushed[-1] != ref
+    assert build_make().replace("ep", model2).details == dep.details  # unchanged: nothing new
+    dep = build_make(build={"engine": "mlserver"}).replace("ep", model2)
+    assert len(images.built) == 3 and images.built[-1].options.engine is Engine.MLSERVER
+    assert container_of(session, dep)["Image"] == images.pushed[-1]
+    assert len(set(images.pushed)) == 3
+    assert {r.id for r in dep.resources} | {f"s3://{BUCKET}"} == sagemaker_inventory(session)
+
+
+@pytest.mark.parametrize("name,repository,expected", [
+    ("My--Ep", None, f"{ECR}/mldeploy/my-ep"),
+    ("ep", "team/churn", f"{ECR}/team/churn"),
+    ("ep", f"{ECR}/team/churn", f"{ECR}/team/churn"),
+    ("ep", "210987654321.dkr.ecr.us-east-1.amazonaws.com/shared/models",
+     "210987654321.dkr.ecr.us-east-1.amazonaws.com/shared/models"),
+])
+def test_ecr_repository_is_a_name_or_uri_in_the_endpoints_region(
+        build_make, images, session, name, repository, expected):
+    dep = build_make(ecr_repository=repository).create(name, MODEL)
+    assert container_of(session, dep)["Image"] == f"{expected}:{images.built[0].tag}"
+
+
+def test_ecr_repository_in_another_region_is_refused_before_building(build_make, images,
+                                                                      session):
+    before = sagemaker_inventory(session)
+    with pytest.raises(ConfigError, match="SageMaker pulls images from its own region"):
+        build_make(ecr_repository="123456789012.dkr.ecr.eu-west-1.amazonaws.com/ml").create(
+            "ep", MODEL)
+    assert images.built == [] and sagemaker_inventory(session) == before
+
+
+@pytest.mark.parametrize("step", ["build", "push"])
+def test_failed_build_or_push_creates_nothing_and_says_what_to_do(build_make, images, session,
+                                                                  step):
+    before = sagemaker_inventory(session)
+    images.fail = step
+    with pytest.raises(BuildError) as info:
+        build_make().create("ep", MODEL)
+    err = info.value
+    assert err.message.startswith(f"{step} of image {ECR}/mldeploy/ep:")
+    assert ("scikit-learn==99" if step == "build" else "token has expired") in err.message
+    assert "abc123" not in err.message
+    assert "nothing was created in SageMaker" in err.hint and "image_uri=" in err.hint
+    assert images.pushed == [] and sagemaker_inventory(session) == before
+
+
+def test_dry_run_shows_the_image_step_without_building(build_make, images, session):
+    before = sagemaker_inventory(session)
+    plan = build_make().plan(DeployMode.CREATE, "ep", MODEL)
+    changes = {(c.action, c.resource.kind): c for c in plan.changes}
+    assert changes[(Action.CREATE, "ecr-repository")].resource.id == f"{ECR}/mldeploy/ep"
+    image = changes[(Action.CREATE, "image")]
+    assert image.resource.id.startswith(f"{ECR}/mldeploy/ep:") and "flask" in image.detail
+    assert images.built == [] and sagemaker_inventory(session) == before
+    build_make().create("ep", MODEL)
+    again = build_make().plan(DeployMode.REPLACE, "ep", MODEL).changes
+    assert [c.resource.id for c in again if c.action is Action.KEEP and
+            c.resource.kind == "image"] == [image.resource.id]
+    assert not [c for c in again if c.resource.kind == "ecr-repository"]
+
+
+def test_replace_keeps_a_generic_image_but_rebuilds_one_holding_the_old_model(
+        make, build_make, images, session, model2):
+    make().create("generic", MODEL)  # image_uri + model.tar.gz in S3: the image is reused
+    dep = build_make().replace("generic", model2)
+    assert container_of(session, dep)["Image"] == IMAGE and images.built == []
+    assert "ModelDataUrl" in container_of(session, dep)
+    make(model_in_image=True).create("baked", MODEL)  # IMAGE holds MODEL: model2 needs a build
+    dep = build_make().replace("baked", model2)
+    assert container_of(session, dep)["Image"] == f"{ECR}/mldeploy/baked:{images.built[0].tag}"
+
+
+# -- list shows mldeploy's endpoints only; cleanup after --no-wait ---------------------------------
+
+
+def test_list_leaves_out_endpoints_mldeploy_did_not_create(make, session):
+    make().create("ours", MODEL)
+    sm = session.client("sagemaker")
+    sm.create_model(ModelName="theirs-m", ExecutionRoleArn=ROLE,
+                    PrimaryContainer={"Image": IMAGE})
+    sm.create_endpoint_config(EndpointConfigName="theirs-c", ProductionVariants=[{
+        "VariantName": "v", "ModelName": "theirs-m", "InstanceType": "ml.m5.large",
+        "InitialInstanceCount": 1}])
+    sm.create_endpoint(EndpointName="theirs", EndpointConfigName="theirs-c",
+                       Tags=[{"Key": "mldeploy:endpoint", "Value": "ours"}])  # not its name
+    sm.create_endpoint(EndpointName="plain", EndpointConfigName="theirs-c")
+    assert [d.name for d in make().list()] == ["ours"]
+
+
+def test_no_wait_replace_leftovers_are_removed_by_the_next_replace(make, emulator, session,
+                                                                   model2):
+    t = make()
+    t.create("ep", MODEL)
+    emulator.hang_next_update()
+    assert t.replace("ep", model2, wait=False).status is Status.UPDATING
+    emulator.release()
+    assert len([x for x in sagemaker_inventory(session) if ":model/" in x]) == 2  # old stays
+    dep = make().replace("ep", model2)  # the same command again: nothing new, old removed
+    assert dep.model_uri == model2
+    assert {r.id for r in dep.resources} | {f"s3://{BUCKET}"} == sagemaker_inventory(session)

@@ -18,16 +18,20 @@ from mldeploy.plugins.sagemaker._resources import TAG_ENDPOINT, Current
 from mldeploy.plugins.sagemaker.errors import aws_errors, is_not_found, scrub
 from mldeploy.target import Resource
 
-SERVICES = ("sagemaker", "sagemaker-runtime", "s3", "logs", "application-autoscaling", "sts")
+SERVICES = ("sagemaker", "sagemaker-runtime", "s3", "logs", "application-autoscaling", "sts",
+            "ecr")
 SCALABLE_DIMENSION = "sagemaker:variant:DesiredInstanceCount"
 
 
 @dataclass
 class Clients:
-    """boto3 clients by service name, created on first use from ``session``."""
+    """boto3 clients by service name, created on first use from ``session``; ``build_image`` /
+    ``push_image`` build and push the model's image (None: Docker, see ``_image``)."""
 
     session: Any
     _made: dict[str, Any] = field(default_factory=dict)
+    build_image: Callable[..., None] | None = None
+    push_image: Callable[..., None] | None = None
 
     @classmethod
     def create(cls, region: str | None, assume_role_arn: str | None = None) -> Clients:
@@ -123,10 +127,20 @@ def scalable_targets(c: Clients, name: str) -> dict[str, dict[str, Any]]:
 
 
 def list_endpoint_names(c: Clients) -> list[str]:
+    """The endpoints mldeploy manages: tagged ``mldeploy:endpoint=<their name>`` on create."""
     names = []
+    sm = c["sagemaker"]
     with aws_errors("list endpoints"):
-        for page in c["sagemaker"].get_paginator("list_endpoints").paginate():
-            names += [e["EndpointName"] for e in page.get("Endpoints", [])]
+        for page in sm.get_paginator("list_endpoints").paginate():
+            for e in page.get("Endpoints", []):
+                try:
+                    tags = sm.list_tags(ResourceArn=e["EndpointArn"]).get("Tags", [])
+                except Exception as exc:  # deleted while listing
+                    if not is_not_found(exc):
+                        raise
+                    continue
+                if {"Key": TAG_ENDPOINT, "Value": e["EndpointName"]} in tags:
+                    names.append(e["EndpointName"])
     return sorted(names)
 
 

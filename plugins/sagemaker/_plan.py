@@ -6,13 +6,21 @@ from __future__ import annotations
 from typing import Any
 
 from mldeploy.plugins.sagemaker import _client as aws
+from mldeploy.plugins.sagemaker._image import ImageBuild, ecr_state
 from mldeploy.plugins.sagemaker._resources import Current, Desired
 from mldeploy.target import Action, Change, DeployMode, Resource
 
 
 def build_plan(c: aws.Clients, mode: DeployMode, name: str, current: Current | None,
-               d: Desired, autoscaling: Any) -> tuple[Change, ...]:
+               d: Desired, image: ImageBuild | None, autoscaling: Any) -> tuple[Change, ...]:
     ch: list[Change] = []
+    if image is not None:
+        repository, tagged = ecr_state(c, image)
+        if not repository:
+            ch.append(Change(Action.CREATE, Resource("ecr-repository", image.repository_uri)))
+        ch.append(Change(Action.KEEP if tagged else Action.CREATE,
+                         Resource("image", image.reference),
+                         "in ECR already" if tagged else image.describe()))
     uri = f"s3://{d.bucket}/{d.key}"
     if d.uploads:
         bucket = aws.bucket_exists(c, d.bucket)

@@ -135,29 +135,30 @@ def _tags(d: dict[str, str]) -> list[dict[str, str]]:
 
 
 def build_desired(cfg: SageMakerConfig, name: str, model_uri: str, artifact: Artifact,
-                  bucket: str, current: Current | None, add: bool = False) -> Desired:
-    """The model and endpoint-config requests for this run (``current`` is None on create)."""
-    base_model = _base_model(current, cfg.variant_name if not add else None)
-    role = cfg.execution_role_arn or base_model.get("ExecutionRoleArn")
-    container = base_model.get("PrimaryContainer", {})
-    image = cfg.image_uri or container.get("Image")
+                  bucket: str, current: Current | None, add: bool = False,
+                  built_image: str | None = None) -> Desired:
+    """The model and endpoint-config requests for this run (``current`` is None on create).
+    ``built_image``: the image mldeploy builds, with the model in it (no ModelDataUrl)."""
+    base = base_model(current, cfg.variant_name, add)
+    role = cfg.execution_role_arn or base.get("ExecutionRoleArn")
+    container = base.get("PrimaryContainer", {})
+    image = built_image or cfg.image_uri or container.get("Image")
     if not role:
         raise ConfigError("execution_role_arn is required to create a SageMaker model",
                           hint="-C execution_role_arn=arn:aws:iam::ACCOUNT:role/NAME")
-    if not image:
-        raise ConfigError("image_uri is required (the serving image in ECR)",
-                          hint="-C image_uri=ACCOUNT.dkr.ecr.REGION.amazonaws.com/REPO:TAG")
+    if not image:  # pragma: no cover - the caller builds an image when there is none
+        raise ConfigError("no serving image", hint="-C image_uri=IMAGE")
     env = dict(cfg.env) if cfg.env else dict(container.get("Environment") or {})
     key = artifact.key(name)
     model_request: dict[str, Any] = {
         "ExecutionRoleArn": role,
         "PrimaryContainer": {"Image": image, "Environment": env},
     }
-    if not cfg.model_in_image:
+    if not cfg.model_in_image and not built_image:
         model_request["PrimaryContainer"]["ModelDataUrl"] = f"s3://{bucket}/{key}"
     vpc = ({"Subnets": cfg.vpc_config.subnets,
             "SecurityGroupIds": cfg.vpc_config.security_group_ids}
-           if cfg.vpc_config else base_model.get("VpcConfig") or None)
+           if cfg.vpc_config else base.get("VpcConfig") or None)
     if vpc and vpc.get("Subnets"):
         model_request["VpcConfig"] = vpc
     model_name = derived_name(name, "m", digest([model_request, artifact.sha256]))
@@ -189,7 +190,9 @@ def build_desired(cfg: SageMakerConfig, name: str, model_uri: str, artifact: Art
                    config_request, bucket, key, artifact, model_uri)
 
 
-def _base_model(current: Current | None, variant: str | None) -> dict[str, Any]:
+def base_model(current: Current | None, variant: str | None, add: bool) -> dict[str, Any]:
+    """The describe of the model a run inherits role, image, env and VPC from."""
+    variant = None if add else variant
     if current is None:
         return {}
     for v in current.config.get("ProductionVariants", []):
@@ -356,6 +359,6 @@ def to_deployment(cur: Current, target: str, region: str,
                                "region": region, "aws_status": cur.status})
 
 
-__all__ = ["STATUS", "Artifact", "Current", "Desired", "build_desired",
+__all__ = ["STATUS", "Artifact", "Current", "Desired", "base_model", "build_desired",
            "check_autoscaled_instance_type", "check_name", "derived_name", "to_deployment",
            "update_request"]

@@ -17,6 +17,9 @@ DEFAULT_INSTANCE_TYPE = "ml.m5.large"
 DEFAULT_VARIANT = "primary"
 _S3 = re.compile(r"^s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/.*)?$")
 _ROLE = re.compile(r"^arn:aws[a-z\-]*:iam::\d{12}:role/.+$")
+ECR_REPOSITORY = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*$")
+ECR_HOST = re.compile(r"^(?P<account>\d{12})\.dkr\.ecr(?:-fips)?\.(?P<region>[a-z0-9-]+)"
+                      r"\.amazonaws\.com(?:\.cn)?$")
 
 
 def _s3(value: str | None, key: str) -> None:
@@ -122,6 +125,52 @@ class DeploymentConfig:
     rollback_alarms: list[str] = field(default_factory=list)
 
 
+class Engine(str, enum.Enum):
+    FLASK = "flask"
+    MLSERVER = "mlserver"
+
+
+class EnvManager(str, enum.Enum):
+    VIRTUALENV = "virtualenv"
+    LOCAL = "local"
+
+
+class Platform(str, enum.Enum):
+    AMD64 = "linux/amd64"
+    ARM64 = "linux/arm64"
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    """How mldeploy's image builder builds the model's image when no image_uri is given."""
+
+    engine: Engine = Engine.FLASK
+    base_image: str | None = field(default=None, metadata={
+        "help": "base image with python3 (default python:<model's python>-slim)"})
+    env_manager: EnvManager = field(default=EnvManager.VIRTUALENV, metadata={
+        "help": "virtualenv: the model's requirements; local: pinned to this environment's"})
+    platform: Platform = field(default=Platform.AMD64, metadata={
+        "help": "linux/arm64 for Graviton (ml.*g*) instance types"})
+
+
+def check_ecr_repository(value: str) -> None:
+    """A repository name (``team/model``) or an ECR URI without a tag."""
+    host, sep, repo = value.partition("/")
+    if sep and ("." in host or ":" in host):
+        if not ECR_HOST.match(host):
+            raise ConfigError(f"ecr_repository {value!r} is not in Amazon ECR",
+                              hint="SageMaker pulls from ECR only: give a repository name or "
+                                   "ACCOUNT.dkr.ecr.REGION.amazonaws.com/REPOSITORY")
+    else:
+        repo = value
+    if ":" in repo or "@" in repo:
+        raise ConfigError(f"ecr_repository {value!r} has a tag or digest",
+                          hint="give the repository only: the tag is the model's content digest")
+    if not ECR_REPOSITORY.match(repo) or not 2 <= len(repo) <= 256:
+        raise ConfigError(f"ecr_repository {value!r} is not a valid ECR repository name",
+                          hint="lowercase letters, digits and . _ - / (e.g. mldeploy/churn)")
+
+
 @dataclass(frozen=True)
 class SageMakerConfig:
     region_name: str | None = field(default=None, metadata={
@@ -132,7 +181,12 @@ class SageMakerConfig:
         "help": "role to assume for every AWS call (cross-account deployments)"})
     bucket: str | None = field(default=None, metadata={
         "help": "S3 bucket for model.tar.gz (default mldeploy-ACCOUNT-REGION, created if missing)"})
-    image_uri: str | None = field(default=None, metadata={"help": "serving image in ECR"})
+    image_uri: str | None = field(default=None, metadata={
+        "help": "serving image in ECR, used as is (default: build the model's image and push it)"})
+    ecr_repository: str | None = field(default=None, metadata={
+        "help": "ECR repository (name or URI) for the built image (default mldeploy/<name>)"})
+    build: BuildConfig | None = field(default=None, metadata={
+        "help": "image builder options, e.g. -C build.engine=mlserver"})
     model_in_image: bool = field(default=False, metadata={
         "help": "the image already holds the model (built with it): no model.tar.gz in S3"})
     instance_type: str | None = field(default=None, metadata={
@@ -171,6 +225,13 @@ class SageMakerConfig:
         if self.bucket is not None and not _S3.match(f"s3://{self.bucket}"):
             raise ConfigError(f"bucket {self.bucket!r} is not a valid S3 bucket name",
                               hint="give the bare bucket name, without s3://")
+        if self.image_uri is not None and (self.ecr_repository or self.build):
+            raise ConfigError("image_uri is deployed as is: ecr_repository and build apply only "
+                              "when mldeploy builds the image",
+                              hint="drop image_uri to build the model's image, or drop "
+                                   "ecr_repository and build.*")
+        if self.ecr_repository is not None:
+            check_ecr_repository(self.ecr_repository)
         if self.variant_name is not None and not re.match(
                 r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$", self.variant_name):
             raise ConfigError(f"variant_name {self.variant_name!r} is not a valid SageMaker name",
@@ -199,5 +260,6 @@ class SageMakerConfig:
                 raise ConfigError(f"weights.{variant} is negative")
 
 
-__all__ = ["AsyncInferenceConfig", "AutoscalingConfig", "CaptureMode", "DataCaptureConfig",
-           "DeploymentConfig", "SageMakerConfig", "ServerlessConfig", "Strategy", "VpcConfig"]
+__all__ = ["AsyncInferenceConfig", "AutoscalingConfig", "BuildConfig", "CaptureMode",
+           "DataCaptureConfig", "DeploymentConfig", "Engine", "EnvManager", "Platform",
+           "SageMakerConfig", "ServerlessConfig", "Strategy", "VpcConfig", "check_ecr_repository"]

@@ -24,6 +24,8 @@ from mldeploy.errors import (
     UsageError,
 )
 from mldeploy.plugins.sagemaker import _client as aws
+from mldeploy.plugins.sagemaker import _image
+from mldeploy.plugins.sagemaker._cleanup import remove_each, unused
 from mldeploy.plugins.sagemaker._plan import build_plan
 from mldeploy.plugins.sagemaker._resources import (
     STATUS,
@@ -31,6 +33,7 @@ from mldeploy.plugins.sagemaker._resources import (
     Artifact,
     Current,
     Desired,
+    base_model,
     build_desired,
     check_autoscaled_instance_type,
     check_name,
@@ -93,8 +96,10 @@ class SageMakerTarget(Target):
             timeout: float | None = None) -> Deployment:
         return self._run(DeployMode.ADD, name, model_uri, wait, timeout)
 
-    def _prepare(self, mode: DeployMode, name: str, model_uri: str) -> tuple[Current | None,
-                                                                             Desired]:
+    def _prepare(self, mode: DeployMode, name: str, model_uri: str,
+                 ) -> tuple[Current | None, Desired, _image.ImageBuild | None]:
+        """Read the endpoint and work out this run's resources (the image to build included);
+        read-only."""
         from mldeploy.model_uri import resolve_model_uri
 
         check_name(name)
@@ -109,23 +114,33 @@ class SageMakerTarget(Target):
         if current is not None and current.status in BUSY:
             raise TargetError(f"endpoint {name!r} is {current.status}",
                               hint="wait until it is InService (mldeploy get) and re-run")
-        artifact = Artifact.pack(resolve_model_uri(model_uri), self._workdir())
+        model_dir = resolve_model_uri(model_uri)
+        artifact = Artifact.pack(model_dir, self._workdir())
         bucket = self._bucket()
-        desired = build_desired(self.config, name, model_uri, artifact, bucket,
-                                None if current is None or current.status == "Failed" else current,
-                                add=mode is DeployMode.ADD)
-        return current, desired
+        base = None if current is None or current.status == "Failed" else current
+        add = mode is DeployMode.ADD
+        image = None
+        if _image.needs_build(self.config, base_model(base, self.config.variant_name, add)):
+            image = _image.plan_build(self.config, name, model_dir, artifact.sha256,
+                                      c.account_id(), c.region)
+        desired = build_desired(self.config, name, model_uri, artifact, bucket, base, add=add,
+                                built_image=image.reference if image else None)
+        return current, desired, image
 
     def _run(self, mode: DeployMode, name: str, model_uri: str, wait: bool,
              timeout: float | None) -> Deployment:
         self.restart_clock()
-        current, d = self._prepare(mode, name, model_uri)
+        current, d, image = self._prepare(mode, name, model_uri)
         c = self._c()
-        if current is not None and current.status == "Failed":
-            if not self.config.recreate_failed:
-                raise DeploymentFailedError(
-                    f"endpoint {name!r} is Failed ({current.failure_reason or 'no reason given'})",
-                    hint="re-run with -C recreate_failed=true to delete and recreate it")
+        failed = current is not None and current.status == "Failed"
+        if failed and not self.config.recreate_failed:
+            raise DeploymentFailedError(
+                f"endpoint {name!r} is Failed ({current.failure_reason or 'no reason given'})",
+                hint="re-run with -C recreate_failed=true to delete and recreate it")
+        if image is not None:  # before anything is created: a failed build leaves nothing
+            _image.ensure_image(c, image, c.build_image or _image.docker_build,
+                                c.push_image or _image.ecr_push, self.progress)
+        if failed:
             self.progress(f"{name} is Failed: deleting it to recreate it")
             self.delete(name, wait=True, timeout=timeout)
             current, mode = None, DeployMode.CREATE
@@ -259,28 +274,9 @@ class SageMakerTarget(Target):
         if live is None:
             ep = aws.describe_endpoint(c, name)
             live = aws.read_current(c, name, ep) if ep else None
-        in_use_models = live.model_names() if live else set()
-        in_use_cfg = {live.config_name} if live else set()
-        urls = {m.get("PrimaryContainer", {}).get("ModelDataUrl") for m in
-                (live.models.values() if live else [])}
-        owned = aws.managed_resources(c, name)
-        doomed = [Resource("endpoint-config", x["EndpointConfigArn"]) for x in owned["configs"]
-                  if x["EndpointConfigName"] not in in_use_cfg]
-        doomed += [Resource("model", x["ModelArn"]) for x in owned["models"]
-                   if x["ModelName"] not in in_use_models]
-        bucket = self._bucket()
-        doomed += [Resource("s3-object", f"s3://{bucket}/{k}")
-                   for k in aws.list_keys(c, bucket, f"mldeploy/{name}/")
-                   if f"s3://{bucket}/{k}" not in urls]
-        removed, leftover = [], []
-        for r in doomed:
-            try:
-                aws.remove(c, r.kind, r.id)
-                self.progress(f"removed {r}")
-                removed.append(r)
-            except MldeployError as exc:
-                self.progress(f"could not remove {r}: {exc.message}")
-                leftover.append(r)
+        removed, leftover = remove_each(c, unused(c, name, self._bucket(), live), self.progress)
+        for r in removed:
+            self.progress(f"removed {r}")
         return removed, leftover
 
     # -- delete / get / list --------------------------------------------------------------------
@@ -294,15 +290,9 @@ class SageMakerTarget(Target):
         if ep is not None:
             parts = self._deployment(c, aws.read_current(c, name, ep)).resources
             order = ("scalable-target", "endpoint", "endpoint-config", "model", "s3-object")
-            for r in sorted(parts, key=lambda r: order.index(r.kind)):
-                try:
-                    aws.remove(c, r.kind, r.id)
-                    removed.append(r)
-                except MldeployError as exc:
-                    self.progress(f"could not remove {r}: {exc.message}")
-                    leftover.append(r)
-                if r.kind == "endpoint":
-                    self.progress(f"deleting endpoint {name}", Status.DELETING)
+            removed, leftover = remove_each(c, sorted(parts, key=lambda r: order.index(r.kind)),
+                                            self.progress)
+            self.progress(f"deleting endpoint {name}", Status.DELETING)
             if wait:
                 try:
                     aws.wait_endpoint(c, name, timeout=timeout or self.config.timeout_seconds,
@@ -387,8 +377,8 @@ class SageMakerTarget(Target):
         return self.get(name)
 
     def plan(self, mode: DeployMode, name: str, model_uri: str) -> Plan:
-        current, d = self._prepare(mode, name, model_uri)
-        changes = build_plan(self._c(), mode, name, current, d, self.config.autoscaling)
+        current, d, image = self._prepare(mode, name, model_uri)
+        changes = build_plan(self._c(), mode, name, current, d, image, self.config.autoscaling)
         return Plan(self.name, name, mode, changes)
 
 
