@@ -246,7 +246,12 @@ def test_plan_replace_shows_the_version_change(cluster, tmp_path):
     shutil.copytree(MODEL, other)
     (other / "extra.txt").write_text("v2")
     plan = target.plan(DeployMode.REPLACE, "churn", str(other))
-    (change,) = plan.changes
-    assert change.action is Action.UPDATE and "->" in change.detail
-    assert plan.manifests[0]["metadata"]["name"] == "churn"
+    change, *others = plan.changes
+    assert change.action is Action.UPDATE and "model version" in change.detail
+    assert "->" in change.detail
+    assert [(c.action, c.resource.id) for c in others] == [
+        (Action.KEEP, f"{kind}/default/churn")
+        for kind in ("PodDisruptionBudget", "HorizontalPodAutoscaler", "Service")]
+    assert [m["kind"] for m in plan.manifests] == [
+        "Deployment", "PodDisruptionBudget", "HorizontalPodAutoscaler", "Service"]
     assert target.get("churn").model_uri == MODEL  # nothing changed

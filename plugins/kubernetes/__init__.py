@@ -4,7 +4,9 @@ Files, as in every target: ``target.py`` orchestration, ``config.py`` the typed 
 ``_client.py`` the API calls (the ``kubernetes`` package loads the kubeconfig and provides the
 authenticated transport), ``errors.py`` API errors -> mldeploy errors. Besides: ``manifests.py``
 builds the objects as wire-form dicts, ``_checks.py`` checks them semantically, ``_rollout.py``
-watches rollouts and explains failures, ``testing/`` an in-memory cluster for tests (kmock).
+watches rollouts and explains failures, ``_ops.py`` the undo ledger and merge patches,
+``_converge.py`` what a replace changes per object, ``_replace.py`` replace as one transaction,
+``_traffic.py`` canaries and invoke, ``testing/`` an in-memory cluster for tests (kmock).
 
 ``KubernetesTarget`` is imported on first use (it needs the ``kubernetes`` extra); the manifest
 builders need nothing beyond PyYAML.

@@ -1,6 +1,6 @@
-"""The transactional steps the target is made of: a ledger of created objects (undone in reverse
-on failure), waiting for a rollout with progress, and the exact merge patches that move a
-Deployment to a new pod template and back again."""
+"""The transactional steps the target is made of: a ledger of what a run changed (created,
+updated and deleted objects, undone in reverse on failure), waiting for a rollout with progress,
+and the exact merge patches that move an object to a new state and back again."""
 
 from __future__ import annotations
 
@@ -11,11 +11,12 @@ from typing import Any
 
 from mldeploy.errors import DeploymentFailedError, DeploymentTimeoutError, MldeployError
 from mldeploy.plugins.kubernetes import _rollout
-from mldeploy.plugins.kubernetes._client import Kube
+from mldeploy.plugins.kubernetes._client import KINDS, Kube
 from mldeploy.plugins.kubernetes.errors import ApiError, Unreachable
 
 Say = Callable[[str], None]
-_SYSTEM_ANNOTATIONS = ("deployment.kubernetes.io/", "kubectl.kubernetes.io/")
+SYSTEM_ANNOTATIONS = ("deployment.kubernetes.io/", "kubectl.kubernetes.io/")
+_SERVER_META = ("name", "namespace", "labels", "annotations")
 
 
 def rid(kind: str, namespace: str, name: str) -> str:
@@ -23,29 +24,79 @@ def rid(kind: str, namespace: str, name: str) -> str:
     return f"{kind}/{namespace}/{name}"
 
 
+@dataclass(frozen=True)
+class Entry:
+    """One change of a run: ``before`` None - it created the object; else the object as it was,
+    which it updated (``deleted`` False) or deleted."""
+
+    kind: str
+    name: str
+    before: dict[str, Any] | None = None
+    deleted: bool = False
+
+
 @dataclass
 class Ledger:
-    """What this run created, undone in reverse on failure."""
+    """What this run changed, undone in reverse on failure: created objects are deleted,
+    updated ones patched back to their previous labels, annotations and spec, deleted ones
+    created again from them."""
 
     kube: Kube
-    items: list[tuple[str, str]] = field(default_factory=list)
+    items: list[Entry] = field(default_factory=list)
 
     def create(self, obj: Mapping[str, Any]) -> dict[str, Any]:
         made = self.kube.create(obj)
-        self.items.append((obj["kind"], obj["metadata"]["name"]))
+        self.items.append(Entry(obj["kind"], obj["metadata"]["name"]))
         return made
 
+    def update(self, kind: str, live: Mapping[str, Any],
+               patch: Mapping[str, Any]) -> dict[str, Any]:
+        """Merge-patch the object ``live`` (as read before this run changed it)."""
+        name = live["metadata"]["name"]
+        done = self.kube.patch(kind, name, patch)
+        self.items.append(Entry(kind, name, dict(live)))
+        return done
+
+    def delete(self, kind: str, live: Mapping[str, Any]) -> None:
+        name = live["metadata"]["name"]
+        self.kube.delete(kind, name)
+        self.items.append(Entry(kind, name, dict(live), deleted=True))
+
     def undo(self) -> tuple[list[str], list[str]]:
+        """Undo everything, newest first: ``(done, could not)`` as object ids."""
         cleaned, leftover = [], []
-        for kind, name in reversed(self.items):
-            label = rid(kind, self.kube.namespace, name)
+        for entry in reversed(self.items):
+            label = rid(entry.kind, self.kube.namespace, entry.name)
             try:
-                self.kube.delete(kind, name)
+                self._undo(entry)
                 cleaned.append(label)
             except (ApiError, Unreachable, MldeployError):
                 leftover.append(label)
         self.items.clear()
         return cleaned, leftover
+
+    def _undo(self, entry: Entry) -> None:
+        if entry.before is None:
+            self.kube.delete(entry.kind, entry.name)  # False (already gone) is fine
+            return
+        current = self.kube.get(entry.kind, entry.name)
+        if current is None:
+            self.kube.create(recreatable(entry.kind, entry.before))
+            return
+        patch = merge_patch(view(current, kind=entry.kind, replicas=True),
+                            view(entry.before, kind=entry.kind, replicas=True))
+        if patch:
+            self.kube.patch(entry.kind, entry.name, patch)
+
+
+def recreatable(kind: str, obj: Mapping[str, Any]) -> dict[str, Any]:
+    """``obj`` as read from the API server, without what the server sets (uid, versions,
+    timestamps, status): a body that creates it again."""
+    meta = obj.get("metadata") or {}
+    prefix = KINDS[kind][0]
+    return {"apiVersion": prefix.removeprefix("/apis/").removeprefix("/api/"), "kind": kind,
+            "metadata": {k: meta[k] for k in _SERVER_META if meta.get(k) is not None},
+            "spec": obj.get("spec") or {}}
 
 
 @dataclass(frozen=True)
@@ -92,14 +143,18 @@ def _ready(pod: Mapping[str, Any]) -> bool:
                for c in (pod.get("status") or {}).get("conditions") or [])
 
 
-def view(dep: Mapping[str, Any]) -> dict[str, Any]:
-    """The part of a Deployment a replace changes: labels, annotations (not the controller's)
-    and the spec except replicas (the HPA's) and the selector (immutable)."""
-    meta = dep.get("metadata") or {}
+def view(obj: Mapping[str, Any], *, kind: str | None = None,
+         replicas: bool = False) -> dict[str, Any]:
+    """The part of an object mldeploy manages: labels, annotations (not the controllers' or
+    kubectl's) and the spec - a Deployment's without the selector (immutable) and, unless
+    ``replicas``, without the replica count (the HPA's)."""
+    meta = obj.get("metadata") or {}
     annotations = {k: v for k, v in (meta.get("annotations") or {}).items()
-                   if not k.startswith(_SYSTEM_ANNOTATIONS)}
-    spec = {k: v for k, v in (dep.get("spec") or {}).items() if k not in ("replicas",
-                                                                         "selector")}
+                   if not k.startswith(SYSTEM_ANNOTATIONS)}
+    drop = set()
+    if (kind or obj.get("kind")) == "Deployment":
+        drop = {"selector"} if replicas else {"selector", "replicas"}
+    spec = {k: v for k, v in (obj.get("spec") or {}).items() if k not in drop}
     return {"metadata": {"labels": dict(meta.get("labels") or {}), "annotations": annotations},
             "spec": spec}
 
@@ -129,9 +184,6 @@ def owned_replicasets(kube: Kube, dep: Mapping[str, Any]) -> dict[str, str]:
             if any(o.get("uid") == uid for o in rs["metadata"].get("ownerReferences") or [])}
 
 
-__all__ = ["Ledger", "Outcome", "merge_patch", "owned_replicasets", "rid", "view", "watch"]
-
-
 def watch_or_undo(kube: Kube, name: str, ledger: Ledger, config: Any, *, timeout: float | None,
                   say: Callable[..., None], failed: str, hint: str) -> None:
     """Watch Deployment ``name`` roll out; if it fails or times out, remove what ``ledger``
@@ -143,4 +195,15 @@ def watch_or_undo(kube: Kube, name: str, ledger: Ledger, config: Any, *, timeout
     cleaned, leftover = ledger.undo()
     cls = DeploymentTimeoutError if outcome.timed_out else DeploymentFailedError
     raise cls(f"{failed}: {outcome.reason}", cleaned=cleaned, leftover=leftover,
-              hint=hint if not leftover else "remove the leftover objects named above by hand")
+              hint=hint if not leftover else leftover_hint(leftover, "remove"))
+
+
+def leftover_hint(leftover: list[str], verb: str) -> str:
+    """The hint for objects an undo could not handle: which, and what to do by hand (the CLI
+    shows the message and the hint only)."""
+    return f"{verb} by hand what could not be undone: {', '.join(leftover)}"
+
+
+__all__ = ["Entry", "Ledger", "Outcome", "leftover_hint", "merge_patch", "owned_replicasets",
+           "recreatable", "rid", "view", "watch", "watch_or_undo"]
+

@@ -13,7 +13,7 @@ from mldeploy.errors import (
     PredictionError,
     UsageError,
 )
-from mldeploy.plugins.kubernetes import _checks
+from mldeploy.plugins.kubernetes import _checks, _converge
 from mldeploy.plugins.kubernetes import manifests as mf
 from mldeploy.plugins.kubernetes._ops import Ledger, rid, watch, watch_or_undo
 from mldeploy.plugins.kubernetes.errors import ApiError, Unreachable, scrub, translate
@@ -28,6 +28,24 @@ else:
 def replicas_for(stable: int, weight: float) -> int:
     """Canary pods so that canary / (stable + canary) comes closest to ``weight`` (at least 1)."""
     return max(1, round(weight * stable / (1 - weight))) if weight < 1 else stable
+
+
+def promoted(stable: Mapping[str, Any], canary: Mapping[str, Any]) -> dict[str, Any]:
+    """The stable Deployment running the canary's pod template (its variant label made
+    ``stable``), with the canary's model version and URI in its own labels and annotations."""
+    template = json.loads(json.dumps(canary["spec"]["template"]))
+    template["metadata"]["labels"][mf.VARIANT] = mf.STABLE
+    out = json.loads(json.dumps(dict(stable)))
+    meta = out["metadata"]
+    version = template["metadata"]["labels"].get(mf.VERSION)
+    if version:
+        meta.setdefault("labels", {})[mf.VERSION] = version
+    uri = (canary["metadata"].get("annotations") or {}).get(mf.MODEL_URI)
+    if uri:
+        meta.setdefault("annotations", {})[mf.MODEL_URI] = uri
+    out["spec"]["template"] = template
+    _checks.check([out])
+    return out
 
 
 class TrafficMixin(_Base):
@@ -92,7 +110,7 @@ class TrafficMixin(_Base):
                 kube.delete("Deployment", cname)
                 self._say(f"dropped canary {cname}", Status.READY)
             elif fraction == 1:
-                self._promote(kube, name, canary, wait=wait, timeout=timeout)
+                self._promote(kube, name, stable, canary, wait=wait, timeout=timeout)
             else:
                 n = self.canary_replicas(stable, fraction)
                 kube.patch("Deployment", cname, {"spec": {"replicas": n}})
@@ -102,17 +120,13 @@ class TrafficMixin(_Base):
                           poll=self.config.poll_interval_seconds, log_lines=0, say=self._say)
             return self.get(name)
 
-    def _promote(self, kube: Any, name: str, canary: dict[str, Any], *, wait: bool,
-                 timeout: float | None) -> None:
-        """The stable Deployment takes the canary's model (a watched rollout with rollback);
-        then the canary goes."""
-        template = canary["spec"]["template"]
-        model = mf.Model(template["metadata"]["annotations"].get(mf.MODEL_URI, ""),
-                         template["metadata"]["labels"].get(mf.VERSION, "unknown"),
-                         template["spec"]["containers"][0]["image"])
-        desired = mf.deployment(self.config, name, kube.namespace, model)
-        desired["spec"]["template"]["spec"] = template["spec"]
-        self.roll(kube, name, desired, wait=wait, timeout=timeout)
+    def _promote(self, kube: Any, name: str, stable: dict[str, Any], canary: dict[str, Any], *,
+                 wait: bool, timeout: float | None) -> None:
+        """The stable Deployment takes the canary's pod template (a watched rollout with
+        rollback), keeping its own labels, annotations and rollout settings; then the canary
+        goes."""
+        step = _converge.step("Deployment", name, stable, promoted(stable, canary))
+        self.roll(kube, name, step, wait=wait, timeout=timeout)
         kube.delete("Deployment", canary["metadata"]["name"])
         self._say(f"promoted the canary of {name}", Status.READY)
 

@@ -4,9 +4,9 @@
 
 - ``create`` makes the Deployment, PDB, HPA and Service (a ledger: all removed again if the
   rollout fails or times out);
-- ``replace`` patches the Deployment's pod template, watches the rollout (maxUnavailable 0: the
-  old pods serve until new ones are ready) and on failure patches the previous template back,
-  waits for it and deletes the ReplicaSet the failed rollout made;
+- ``replace`` converges every object to the config (``_replace``: the PDB/HPA/Service updated,
+  created or deleted, the Deployment patched and its rollout watched) and on failure restores
+  them all;
 - ``add`` runs a canary Deployment under the same Service; ``traffic`` rescales, promotes or
   drops it;
 - ``delete`` removes exactly the objects labelled as mldeploy's for that name.
@@ -19,24 +19,15 @@ from typing import Any
 
 from mldeploy.errors import (
     DeploymentExistsError,
-    DeploymentFailedError,
     DeploymentNotFoundError,
-    DeploymentTimeoutError,
     MldeployError,
     UsageError,
 )
 from mldeploy.plugins.kubernetes import _checks, _images, _rollout
 from mldeploy.plugins.kubernetes import manifests as mf
 from mldeploy.plugins.kubernetes._client import Clients, Kube, connect
-from mldeploy.plugins.kubernetes._ops import (
-    Ledger,
-    merge_patch,
-    owned_replicasets,
-    rid,
-    view,
-    watch,
-    watch_or_undo,
-)
+from mldeploy.plugins.kubernetes._ops import Ledger, rid, watch_or_undo
+from mldeploy.plugins.kubernetes._replace import ReplaceMixin
 from mldeploy.plugins.kubernetes._traffic import TrafficMixin
 from mldeploy.plugins.kubernetes.config import DNS_1035, KubernetesConfig, Output
 from mldeploy.plugins.kubernetes.errors import ApiError, Unreachable, translate
@@ -69,7 +60,7 @@ def check_name(name: str) -> str:
     return name
 
 
-class KubernetesTarget(TrafficMixin, Target):
+class KubernetesTarget(ReplaceMixin, TrafficMixin, Target):
     name = "kubernetes"
     config_class = KubernetesConfig
     config: KubernetesConfig
@@ -156,59 +147,11 @@ class KubernetesTarget(TrafficMixin, Target):
         self.restart_clock()
         kube = self.kube()
         with self._guard(f"replace {name}", name):
-            self._ours(kube, name)
+            stable = self._ours(kube, name)
             model = self._model(name, model_uri, build=True)
-            self.roll(kube, name, mf.deployment(self.config, name, kube.namespace, model),
-                      wait=wait, timeout=timeout)
+            self.converge(kube, name, self.replace_steps(kube, name, stable, model), wait=wait,
+                          timeout=timeout)
             return self.get(name)
-
-    def roll(self, kube: Kube, name: str, desired: dict[str, Any], *, wait: bool,
-             timeout: float | None) -> None:
-        """Move Deployment ``name`` to ``desired``'s template; on failure move it back."""
-        _checks.check([desired])
-        before = self._ours(kube, name)
-        sets_before = owned_replicasets(kube, before)
-        patch = merge_patch(view(before), view(desired))
-        if not patch:
-            self._say(f"{name} already runs this model", Status.READY)
-            return
-        try:
-            kube.patch("Deployment", name, patch)
-        except (ApiError, Unreachable) as exc:
-            raise translate(exc, f"replace {name}") from None
-        self._say(f"rolling out a new revision of {name}", Status.UPDATING)
-        if not wait:
-            return
-        limit = timeout or self.config.timeout_seconds
-        outcome = watch(kube, name, timeout=limit, poll=self.config.poll_interval_seconds,
-                        log_lines=self.config.log_lines, say=self._say)
-        if outcome.ok:
-            return
-        self._say(f"rollout of {name} failed; rolling back", Status.UPDATING)
-        cleaned, leftover = self._roll_back(kube, name, before, sets_before, limit)
-        cls = DeploymentTimeoutError if outcome.timed_out else DeploymentFailedError
-        raise cls(f"replace of {name!r} failed: {outcome.reason}", cleaned=cleaned,
-                  leftover=leftover,
-                  hint="rolled back: the previous model is still serving" if not leftover else
-                  "the rollback did not finish: check kubectl rollout status deployment/" + name)
-
-    def _roll_back(self, kube: Kube, name: str, before: dict[str, Any],
-                   sets_before: dict[str, str], limit: float) -> tuple[list[str], list[str]]:
-        try:
-            current = kube.get("Deployment", name) or before
-            kube.patch("Deployment", name, merge_patch(view(current), view(before)))
-            back = watch(kube, name, timeout=limit, poll=self.config.poll_interval_seconds,
-                         log_lines=0, say=self._say)
-        except (ApiError, Unreachable):
-            return [], [rid("Deployment", kube.namespace, name)]
-        if not back.ok:
-            return [], [rid("Deployment", kube.namespace, name)]
-        cleaned = []
-        now = kube.get("Deployment", name) or before
-        for rs in sorted(set(owned_replicasets(kube, now)) - set(sets_before)):
-            if kube.delete("ReplicaSet", rs):
-                cleaned.append(rid("ReplicaSet", kube.namespace, rs))
-        return cleaned, []
 
     def _ours(self, kube: Kube, name: str, variant: str = mf.STABLE) -> dict[str, Any]:
         dep = kube.get("Deployment", mf.deployment_name(name, variant))
@@ -313,18 +256,17 @@ class KubernetesTarget(TrafficMixin, Target):
                 return KubernetesPlan(self.name, name, mode, tuple(changes), tuple(objs))
             assert kube is not None
             stable = self._ours(kube, name)
-            variant = mf.CANARY if mode is DeployMode.ADD else mf.STABLE
-            desired = mf.deployment(self.config, name, ns, model, variant=variant,
-                                    replicas=self.canary_replicas(stable) if variant == mf.CANARY
-                                    else None)
-            _checks.check([desired])
-            dname = desired["metadata"]["name"]
-            old = stable["spec"]["template"]["metadata"]["labels"].get(mf.VERSION)
-            action = Action.CREATE if variant == mf.CANARY else Action.UPDATE
-            detail = (f"model version {old} -> {model.version}, image {model.image}"
-                      if action is Action.UPDATE else f"canary: {model.version}")
-            change = Change(action, Resource("deployment", rid("Deployment", ns, dname)), detail)
-            return KubernetesPlan(self.name, name, mode, (change,), (desired,))
+            if mode is DeployMode.REPLACE:
+                steps = self.replace_steps(kube, name, stable, model)
+                desired = mf.create_set(self.config, name, ns, model)
+                return KubernetesPlan(self.name, name, mode, tuple(s.change(ns) for s in steps),
+                                      tuple(desired))
+            canary = mf.deployment(self.config, name, ns, model, variant=mf.CANARY,
+                                   replicas=self.canary_replicas(stable))
+            _checks.check([canary])
+            change = Change(Action.CREATE, Resource("deployment", rid(
+                "Deployment", ns, canary["metadata"]["name"])), f"canary: {model.version}")
+            return KubernetesPlan(self.name, name, mode, (change,), (canary,))
 
 
 class _Guard:

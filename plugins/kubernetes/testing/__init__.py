@@ -1,6 +1,7 @@
 """An in-memory Kubernetes cluster for tests of the Kubernetes target (needs ``kmock`` and
 ``kubernetes-validate``): kmock's API emulator on 127.0.0.1 extended with validation (422),
-the Deployment/ReplicaSet/Pod controllers, events, logs and the service proxy. The target talks
+the API server's defaulting (``_defaults``), the Deployment/ReplicaSet/Pod controllers, events,
+logs and the service proxy. The target talks
 to it with the real ``kubernetes`` client over HTTP::
 
     with FakeCluster() as cluster:

@@ -25,7 +25,9 @@ import aiohttp.web
 import kmock
 from kmock._internal.dicts import merge_patch_dict
 
+from mldeploy.plugins.kubernetes._ops import merge_patch
 from mldeploy.plugins.kubernetes.testing._controller import Behaviour, Controllers
+from mldeploy.plugins.kubernetes.testing._defaults import Defaults
 
 RESOURCES = {
     "Deployment": ("apps", "v1", "deployments"), "ReplicaSet": ("apps", "v1", "replicasets"),
@@ -65,6 +67,7 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         self.images: dict[str, str | None] = {}  # image reference -> model directory
         self.behaviours: dict[str, Behaviour] = {}
         self.controllers = Controllers(self, self._behaviour_of)
+        self.defaults = Defaults()
         self.served: list[str] = []  # the pod that answered each proxied request
         self.models = _MODELS  # loaded models, shared by every fake cluster in the process
         self._rv = itertools.count(1)
@@ -160,6 +163,7 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         meta = dict(obj.get("metadata") or {})
         meta["namespace"] = request.namespace or meta.get("namespace") or "default"
         self._validate(kind, obj)
+        self.defaults.apply(kind, obj)
         meta.update(uid=str(uuid.uuid4()), resourceVersion=str(next(self._rv)), generation=1,
                     creationTimestamp=time.strftime("%Y-%m-%dT%H:%M:%SZ"))
         obj["metadata"] = meta
@@ -177,10 +181,11 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             raise _invalid(kind, old["metadata"]["name"], "spec.selector",
                            "field is immutable")
         self._validate(kind, new)
+        self.defaults.apply(kind, new, old)
         meta = {"resourceVersion": str(next(self._rv))}
         if new.get("spec") != old.get("spec"):
             meta["generation"] = int(old["metadata"].get("generation", 1)) + 1
-        data = dict(request.data)
+        data = merge_patch(old, new)  # the request's patch with the server's defaults
         data["metadata"] = {**(data.get("metadata") or {}), **meta}
         object.__setattr__(request, "data", data)
 
