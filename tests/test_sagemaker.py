@@ -858,3 +858,21 @@ def test_no_wait_replace_leftovers_are_removed_by_the_next_replace(make, emulato
     dep = make().replace("ep", model2)  # the same command again: nothing new, old removed
     assert dep.model_uri == model2
     assert {r.id for r in dep.resources} | {f"s3://{BUCKET}"} == sagemaker_inventory(session)
+
+
+def test_default_pusher_authenticates_with_the_targets_own_ecr_client(
+        session, images, events, monkeypatch):
+    """An assumed role's session must push too: the default pusher gets the target's client."""
+    import mldeploy.container.image as image_api
+
+    seen = []
+
+    def fake_push_image(image, to, *, ecr_client=None, **kw):
+        seen.append(ecr_client)
+        images.push(next(i for i in images.built if i.reference == to), None)
+
+    monkeypatch.setattr(image_api, "push_image", fake_push_image)
+    clients = aws.Clients(session, build_image=images.build)  # default pusher
+    SageMakerTarget({**BASE, "image_uri": None}, clients=clients,
+                    progress=events.append).create("ep", MODEL)
+    assert seen == [clients["ecr"]] and len(images.pushed) == 1

@@ -145,11 +145,13 @@ def push_image(
     region: str | None = None,
     create_repository: bool = True,
     use_ecr: bool = True,
+    ecr_client: Any | None = None,
     log: Log | None = None,
 ) -> PushResult:
     """Push local ``image`` to repository URI ``to`` (``REGISTRY/REPO[:TAG]``; the tag defaults to
     the image's own tag). With ``use_ecr`` the repository is created if missing and credentials
-    come from ECR; the region is the URI's (ECR host) or ``region`` or boto3's default."""
+    come from ECR, through ``ecr_client`` when given (e.g. one made from an assumed role's
+    session), else a client for the URI's region (ECR host), ``region`` or boto3's default."""
     from docker.errors import ImageNotFound
 
     from .build import docker_client
@@ -167,7 +169,7 @@ def push_image(
     created, auth = False, None
     if use_ecr:
         match = _ECR_HOST.match(registry)
-        ecr = _ecr_client(region or (match["region"] if match else None))
+        ecr = ecr_client or _ecr_client(region or (match["region"] if match else None))
         created = ensure_repository(ecr, repository, create=create_repository, log=say)
         auth = _credentials(ecr)
     repo_ref = f"{registry}/{repository}"

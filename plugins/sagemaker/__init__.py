@@ -3,8 +3,9 @@
 Files, as in every target: ``target.py`` orchestration, ``config.py`` the typed config,
 ``_client.py`` the boto3 calls, ``_resources.py`` names and request bodies, ``errors.py`` SDK
 errors -> mldeploy errors; ``_image.py`` builds and pushes the model's image when no
-``image_uri`` is given, ``_plan.py`` the dry run, ``_cleanup.py`` removal of unused resources. boto3 itself is imported on first use; its absence is reported here,
-when the target is asked for, so the registry can name the extra to install.
+``image_uri`` is given, ``_plan.py`` the dry run, ``_cleanup.py`` removal of unused resources.
+boto3 itself is imported on first use; its absence is reported here, when the target is asked
+for, so the registry can name the extra to install.
 """
 
 import importlib.util as _util

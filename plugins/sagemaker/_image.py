@@ -153,12 +153,13 @@ def docker_build(image: ImageBuild, log: Log) -> None:
                  env_manager=o.env_manager.value, platform=o.platform.value, log=log, **extra)
 
 
-def ecr_push(image: ImageBuild, log: Log) -> None:
-    """The default pusher: ECR credentials from boto3's default session; creates the
-    repository when missing."""
+def ecr_push(image: ImageBuild, log: Log, ecr: Any = None) -> None:
+    """The default pusher: ECR credentials through ``ecr`` (the target's client, so an assumed
+    role pushes too), else boto3's default session; creates the repository when missing."""
     from mldeploy.container.image import push_image
 
-    push_image(image.reference, image.reference, region=image.region, use_ecr=True, log=log)
+    push_image(image.reference, image.reference, region=image.region, use_ecr=True,
+               ecr_client=ecr, log=log)
 
 
 __all__ = ["ImageBuild", "ImageBuilder", "ImagePusher", "docker_build", "ecr_push", "ecr_state",

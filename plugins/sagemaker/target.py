@@ -10,6 +10,7 @@ serving is adopted into this run's ledger).
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -138,8 +139,9 @@ class SageMakerTarget(Target):
                 f"endpoint {name!r} is Failed ({current.failure_reason or 'no reason given'})",
                 hint="re-run with -C recreate_failed=true to delete and recreate it")
         if image is not None:  # before anything is created: a failed build leaves nothing
-            _image.ensure_image(c, image, c.build_image or _image.docker_build,
-                                c.push_image or _image.ecr_push, self.progress)
+            pusher = c.push_image or functools.partial(_image.ecr_push, ecr=c["ecr"])
+            _image.ensure_image(c, image, c.build_image or _image.docker_build, pusher,
+                                self.progress)
         if failed:
             self.progress(f"{name} is Failed: deleting it to recreate it")
             self.delete(name, wait=True, timeout=timeout)
