@@ -6,22 +6,32 @@ and ``models:/<model_id>``; any scheme MLflow has an artifact repository for (``
 ``gs://``, ``wasbs://``, ``mlflow-artifacts:/``, ...), downloaded with
 ``mlflow.artifacts.download_artifacts``. Every failure is a ``ModelUriError`` (or subclass) with
 a hint; SDK exceptions never escape and messages never carry URI credentials.
+
+``resolve_model_uri`` returns the directory (a download is the caller's to remove);
+``materialize`` lends it for a ``with`` block and removes a download when the block exits.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import re
 import shutil
 import tempfile
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import NamedTuple
 from urllib.parse import unquote, urlparse
 
+from mldeploy._model_uri_errors import (
+    FORMS,
+    MODELS_FORMS,
+    Target,
+    models_below,
+    not_a_model,
+    run_root_error,
+    safe,
+    translate,
+)
 from mldeploy.errors import (
     ModelNotFoundError,
     ModelUriError,
@@ -29,7 +39,7 @@ from mldeploy.errors import (
     TrackingServerError,
 )
 
-__all__ = ["resolve_model_uri"]
+__all__ = ["materialize", "resolve_model_uri"]
 
 _logger = logging.getLogger(__name__)
 
@@ -40,20 +50,6 @@ _HTTP_BOUNDS = {
     "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0.5",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
 }
-_FORMS = (
-    "use a local path, runs:/<run_id>/<artifact_path>, models:/<name>/<version>, "
-    "models:/<name>@<alias>, models:/<name>/latest or s3://<bucket>/<key>"
-)
-_MODELS_FORMS = "use models:/<name>/<version>, models:/<name>@<alias> or models:/<name>/latest"
-_STAGES = {"none", "staging", "production", "archived"}
-_NOT_FOUND = {"RESOURCE_DOES_NOT_EXIST", "NOT_FOUND"}
-_AUTH = {"UNAUTHENTICATED", "PERMISSION_DENIED", "CUSTOMER_UNAUTHORIZED"}
-_S3_DENIED = set(
-    "AccessDenied 403 Forbidden AllAccessDisabled InvalidAccessKeyId SignatureDoesNotMatch "
-    "ExpiredToken InvalidToken".split()
-)
-_S3_MISSING = {"NoSuchKey", "404", "NotFound"}
-_PACKAGES = {"google": "google-cloud-storage", "azure": "azure-storage-blob"}  # import -> pip
 
 
 def resolve_model_uri(
@@ -73,81 +69,114 @@ def resolve_model_uri(
     exported through environment variables, restored afterwards (other threads may see them).
     Raises ``ModelUriError`` or its subclasses, never an SDK exception.
     """
+    found = _parse(uri, tracking_uri, registry_uri)
+    return found if isinstance(found, Path) else _download(found, dst)
+
+
+@contextmanager
+def materialize(
+    uri: str | os.PathLike[str],
+    *,
+    tracking_uri: str | None = None,
+    registry_uri: str | None = None,
+) -> Iterator[Path]:
+    """Lend the local directory holding the model named by ``uri`` for the ``with`` block.
+
+    A local path or ``file:`` URI is yielded in place and never modified or removed. Anything
+    else is downloaded (as ``resolve_model_uri`` does) into a fresh temporary directory that is
+    removed when the block exits, however it exits (return, exception, ``SystemExit``), and
+    also when the download fails. Only the process that entered the block removes it: a forked
+    child (a server worker) leaving the block leaves the directory to its parent. Raises what
+    ``resolve_model_uri`` raises.
+    """
+    found = _parse(uri, tracking_uri, registry_uri)
+    if isinstance(found, Path):
+        yield found
+        return
+    owner, tmp = os.getpid(), _temp_dir()
+    try:
+        yield _download(found, tmp)
+    finally:
+        if os.getpid() == owner:
+            shutil.rmtree(tmp, ignore_errors=True)
+            _logger.debug("removed the model download %s", tmp)
+
+
+def _parse(uri, tracking_uri: str | None, registry_uri: str | None) -> Path | Target:
+    """The model directory of a local ``uri``, else the checked remote ``Target``."""
     text = os.fspath(uri).strip() if isinstance(uri, (str, os.PathLike)) else ""
     if not text:
-        raise ModelUriError("the model URI is empty", hint=_FORMS)
+        raise ModelUriError("the model URI is empty", hint=FORMS)
     try:
         parsed = urlparse(text)
     except ValueError:
-        raise ModelUriError(f"malformed model URI: {_safe(text)}", hint=_FORMS) from None
+        raise ModelUriError(f"malformed model URI: {safe(text)}", hint=FORMS) from None
     scheme = parsed.scheme.lower()
     if len(scheme) <= 1:  # a plain path (or a Windows drive letter)
         return _local_model(Path(text).expanduser(), text)
     if scheme == "file":
         if parsed.netloc not in ("", "localhost"):
             raise ModelUriError(
-                f"file URI {_safe(text)} names host '{parsed.netloc}'",
+                f"file URI {safe(text)} names host '{parsed.netloc}'",
                 hint="use file:///absolute/path or a plain path; did you mean "
                 f"file:///{parsed.netloc}{parsed.path}?",
             )
         return _local_model(Path(unquote(parsed.path or ".")), text)
-    return _download(_target(text, scheme, parsed, tracking_uri, registry_uri), dst)
+    return _target(text, scheme, parsed, tracking_uri, registry_uri)
 
 
-class _Target(NamedTuple):
-    uri: str
-    scheme: str
-    parts: tuple[str, ...]  # path segments (runs:/ and models:/ URIs)
-    tracking: str | None
-    registry: str | None
-
-
-def _target(uri, scheme, parsed, tracking_uri, registry_uri) -> _Target:
+def _target(uri, scheme, parsed, tracking_uri, registry_uri) -> Target:
     """Check the shape of ``runs:/`` / ``models:/`` URIs and pick the store URIs."""
     parts = tuple(p for p in parsed.path.split("/") if p)
     if scheme in ("s3", "gs", "r2", "b2", "http", "https") and not parsed.netloc:
-        raise ModelUriError(f"{_safe(uri)} names no bucket or host", hint=_FORMS)
+        raise ModelUriError(f"{safe(uri)} names no bucket or host", hint=FORMS)
     if scheme in ("http", "https") and "/mlflow-artifacts/artifacts" not in parsed.path:
         raise ModelUriError(
-            f"{_safe(uri)} is not a URL of an MLflow server's artifact API",
+            f"{safe(uri)} is not a URL of an MLflow server's artifact API",
             hint="use mlflow-artifacts://<host>/<path> (or a .../api/2.0/mlflow-artifacts/"
             "artifacts/... URL), or download the model and pass its local path",
         )
     if scheme not in ("runs", "models") or parsed.netloc:  # incl. Databricks profile URIs
-        return _Target(uri, scheme, parts, tracking_uri, registry_uri)
+        return Target(uri, scheme, parts, tracking_uri, registry_uri)
     if scheme == "runs" and not parts:
-        raise ModelUriError(f"{_safe(uri)} names no run", hint="use runs:/<run_id>/<artifact_path>")
+        raise ModelUriError(f"{safe(uri)} names no run", hint="use runs:/<run_id>/<artifact_path>")
     if scheme == "models":
         name, at, alias = parts[0].partition("@") if parts else ("", "", "")
         if not name or (at and not alias):
             what = "an empty alias" if name else "no model name"
-            raise ModelUriError(f"{_safe(uri)} has {what}", hint=_MODELS_FORMS)
+            raise ModelUriError(f"{safe(uri)} has {what}", hint=MODELS_FORMS)
     import mlflow
 
     registry = registry_uri or os.environ.get("MLFLOW_REGISTRY_URI") or tracking_uri
     configured = tracking_uri or mlflow.is_tracking_uri_set()
     if not (configured or (scheme == "models" and registry)):
         raise TrackingServerError(
-            f"{_safe(uri)} is looked up on an MLflow tracking server, and none is configured",
+            f"{safe(uri)} is looked up on an MLflow tracking server, and none is configured",
             hint="set MLFLOW_TRACKING_URI (e.g. http://mlflow.internal:5000 or "
             "sqlite:////path/mlflow.db) or pass a tracking URI",
         )
-    return _Target(uri, scheme, parts, tracking_uri, registry)
+    return Target(uri, scheme, parts, tracking_uri, registry)
 
 
-def _download(t: _Target, dst: str | Path | None) -> Path:
-    from mlflow.artifacts import download_artifacts
-
-    owned, local = dst is None, None
+def _temp_dir() -> Path:
     try:
-        out = Path(tempfile.mkdtemp(prefix="mldeploy-model-")) if owned else Path(dst)
+        return Path(tempfile.mkdtemp(prefix="mldeploy-model-"))
     except OSError as exc:
         message = f"cannot create a temporary directory: {exc.strerror}"
         raise ModelUriError(message, hint="free space in TMPDIR, or pass dst") from None
+
+
+def _download(t: Target, dst: str | Path | None) -> Path:
+    """Download ``t`` into ``dst`` (None: a fresh temporary directory, removed on failure).
+    On failure only what this call fetched is removed from a given ``dst``."""
+    from mlflow.artifacts import download_artifacts
+
+    owned, local = dst is None, None
+    out = _temp_dir() if owned else Path(dst)
     with _scoped_env(t):
         try:
             if t.scheme == "runs" and len(t.parts) == 1:
-                raise _run_root_error(t)
+                raise run_root_error(t)
             _refuse_non_model(t)
             out.mkdir(parents=True, exist_ok=True)
             local = Path(
@@ -156,21 +185,21 @@ def _download(t: _Target, dst: str | Path | None) -> Path:
                 )
             )
             return _model_dir(local, t.uri)
-        except Exception as exc:  # translate everything: SDK exceptions must not escape
+        except BaseException as exc:  # clean up on anything, incl. Ctrl-C mid-download
             if owned:
                 shutil.rmtree(out, ignore_errors=True)
             elif local is not None and local.resolve() != out.resolve():  # only what we fetched
                 with suppress(OSError):
                     shutil.rmtree(local) if local.is_dir() else local.unlink()
-            if isinstance(exc, ModelUriError):
+            if isinstance(exc, ModelUriError) or not isinstance(exc, Exception):
                 raise
-            _logger.debug("resolving %s failed", _safe(t.uri), exc_info=True)
-            error = _translate(exc, t)
+            _logger.debug("resolving %s failed", safe(t.uri), exc_info=True)
+            error = translate(exc, t)  # SDK exceptions must not escape
     raise error
 
 
 @contextmanager
-def _scoped_env(t: _Target) -> Iterator[None]:
+def _scoped_env(t: Target) -> Iterator[None]:
     """Bound MLflow's HTTP retries (unless set) and export explicit store URIs (MLflow's
     ``models:/`` repository ignores the URIs passed to it); restore everything on exit."""
     values = {k: v for k, v in _HTTP_BOUNDS.items() if k not in os.environ}
@@ -188,8 +217,8 @@ def _scoped_env(t: _Target) -> Iterator[None]:
 
 def _local_model(path: Path, uri: str) -> Path:
     if not path.exists():
-        message = f"no such file or directory: {_safe(str(path))}"
-        raise ModelNotFoundError(message, hint=f"check the path, or {_FORMS}")
+        message = f"no such file or directory: {safe(str(path))}"
+        raise ModelNotFoundError(message, hint=f"check the path, or {FORMS}")
     if path.is_file() and path.name == "MLmodel":
         path = path.parent
     return _model_dir(path.resolve(), uri)
@@ -201,22 +230,22 @@ def _model_dir(path: Path, uri: str) -> Path:
         parent = uri.rstrip("/").rpartition("/")[0]
         hint = "point at the directory that holds the MLmodel file"
         if path.name == "MLmodel" and parent:
-            hint = f"point at the directory instead: {_safe(parent)}"
-        message = f"{_safe(uri)} is a file, not an MLflow model directory"
+            hint = f"point at the directory instead: {safe(parent)}"
+        message = f"{safe(uri)} is a file, not an MLflow model directory"
         raise NotAnMlflowModelError(message, hint=hint)
     try:
         if (path / "MLmodel").is_file():
             return path.resolve()
-        found = _models_below(lambda rel: [(p.name, p.is_dir()) for p in (path / rel).iterdir()], 2)
+        found = models_below(lambda rel: [(p.name, p.is_dir()) for p in (path / rel).iterdir()], 2)
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
         raise ModelUriError(
-            f"cannot read {_safe(uri)}: {reason}", hint="check permissions"
+            f"cannot read {safe(uri)}: {reason}", hint="check permissions"
         ) from None
-    raise _not_a_model(uri, found)
+    raise not_a_model(uri, found)
 
 
-def _refuse_non_model(t: _Target) -> None:
+def _refuse_non_model(t: Target) -> None:
     """Refuse a remote directory without a top-level MLmodel before downloading it (pointing at
     a bucket root must not download the bucket)."""
     from mlflow.artifacts import list_artifacts
@@ -229,256 +258,4 @@ def _refuse_non_model(t: _Target) -> None:
 
     top = listdir("")
     if top and ("MLmodel", False) not in top:
-        raise _not_a_model(t.uri, _models_below(listdir, 2, top))
-
-
-def _models_below(listdir, depth: int, top: list[tuple[str, bool]] | None = None) -> list[str]:
-    """Relative paths of directories at most ``depth`` levels down that hold an MLmodel file.
-    ``listdir(rel)`` returns the (name, is_dir) entries of a directory ("" is the top one)."""
-    level = [name for name, is_dir in (listdir("") if top is None else top) if is_dir][:20]
-    for _ in range(depth):
-        listings = {d: listdir(d) for d in level}
-        found = [d for d, entries in listings.items() if ("MLmodel", False) in entries]
-        if found:
-            return found
-        level = [f"{d}/{n}" for d, entries in listings.items() for n, is_dir in entries if is_dir]
-        level = level[:20]
-    return []
-
-
-def _not_a_model(uri: str, found: list[str]) -> NotAnMlflowModelError:
-    hint = "point at the directory mlflow.<flavor>.save_model() or log_model() wrote"
-    if found:
-        choices = " or ".join(_safe(f"{uri.rstrip('/')}/{rel}") for rel in found[:3])
-        hint = f"the model is in a subdirectory: use {choices}"
-    return NotAnMlflowModelError(f"{_safe(uri)} has no MLmodel file", hint=hint)
-
-
-def _run_root_error(t: _Target) -> NotAnMlflowModelError:
-    """``runs:/<id>`` names a run's artifact root: say which artifact path to add."""
-    from mlflow import MlflowClient
-
-    run_id, client = t.parts[0], MlflowClient(tracking_uri=t.tracking, registry_uri=t.registry)
-    choices = " or ".join(f"runs:/{run_id}/{n}" for n in _run_models(client, run_id)[:3])
-    hint = f"use {choices}" if choices else "add the artifact path: runs:/<run_id>/<artifact_path>"
-    return NotAnMlflowModelError(f"{_safe(t.uri)} names a run, not a model", hint=hint)
-
-
-def _run_models(client, run_id: str) -> list[str]:
-    """The run's models: top-level artifact directories with an MLmodel, then (MLflow 3) its
-    logged models. Raises MLflow's not-found error if there is no such run."""
-    run = client.get_run(run_id)
-
-    def listdir(rel: str) -> list[tuple[str, bool]]:
-        listing = client.list_artifacts(run_id, rel or None)
-        return [(f.path.rpartition("/")[2], f.is_dir) for f in listing]
-
-    names = _models_below(listdir, 1)
-    try:
-        logged = client.search_logged_models(
-            experiment_ids=[run.info.experiment_id], filter_string=f"source_run_id = '{run_id}'"
-        )
-        return names + sorted({m.name for m in logged if m.name} - set(names))
-    except Exception:  # MLflow 2: no logged models
-        return names
-
-
-def _translate(exc: BaseException, t: _Target) -> ModelUriError:
-    """Map an exception met while resolving ``t`` to an mldeploy error."""
-    chain, names, boto = _facts(exc)
-    where, text, code = _safe(t.uri), str(exc), getattr(exc, "error_code", None)
-    if boto is None and (match := re.search(r"An error occurred \((\w+)\)", text)):
-        boto = match.group(1)  # a botocore error MLflow folded into its own message
-    sdks = {"botocore", "boto3", "google", "azure"}
-    storage = t.scheme not in ("runs", "models", "mlflow-artifacts") or boto is not None
-    storage = storage or any(type(e).__module__.split(".")[0] in sdks for e in chain)
-    server = _safe(_server(t))
-
-    if missing := next((e for e in chain if isinstance(e, ImportError)), None):
-        module = (getattr(missing, "name", None) or "").split(".")[0] or "a required package"
-        package = _PACKAGES.get(module, module)
-        return ModelUriError(
-            f"resolving {where} needs the Python package '{package}', which is not installed",
-            hint=f"pip install {package}",
-        )
-    if "got unsupported URI" in text:  # e.g. sqlite:// with mlflow-skinny (no SQLAlchemy)
-        return TrackingServerError(
-            f"this MLflow installation cannot open the store at {server}",
-            hint="install the full mlflow package for database stores, or set "
-            "MLFLOW_TRACKING_URI to a tracking server (http://...)",
-        )
-    if "MLFLOW_ALLOW_FILE_STORE" in text:
-        return TrackingServerError(
-            f"{server} is a file tracking store, which this MLflow refuses by default",
-            hint="set MLFLOW_ALLOW_FILE_STORE=true, or set MLFLOW_TRACKING_URI to a server or DB",
-        )
-    if names & {"NoCredentialsError", "PartialCredentialsError"}:
-        return ModelUriError(
-            f"no AWS credentials found to read {where}",
-            hint="set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or run with a role",
-        )
-    unreachable = names & {"ConnectionError", "Timeout", "TimeoutError", "ConnectTimeoutError"}
-    if (unreachable or "Could not connect to the endpoint URL" in text) and storage:
-        return ModelUriError(
-            f"could not reach the storage service holding {where}",
-            hint="check network access (and MLFLOW_S3_ENDPOINT_URL for S3-compatible stores)",
-        )
-    if unreachable:
-        return TrackingServerError(
-            f"could not reach the MLflow tracking server at {server}",
-            hint="start it or fix the URI; MLFLOW_TRACKING_URI sets it",
-        )
-    if storage and (boto in _S3_DENIED or code in _AUTH):
-        return ModelUriError(
-            f"access to {where} was refused ({boto or code})",
-            hint="check the credentials in use (AWS_PROFILE, AWS_ACCESS_KEY_ID or the role) and "
-            "that they may list and read there (for S3: s3:ListBucket and s3:GetObject)",
-        )
-    if code in _AUTH:
-        return TrackingServerError(
-            f"the tracking server at {server} refused the request",
-            hint="set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD, or "
-            "MLFLOW_TRACKING_TOKEN",
-        )
-    if code == "ENDPOINT_NOT_FOUND":
-        return TrackingServerError(
-            f"{server} does not answer like an MLflow tracking server",
-            hint="MLFLOW_TRACKING_URI should be the server's base URL, e.g. http://host:5000",
-        )
-    registry_lookup = t.scheme in ("runs", "models") and "MlflowException" in names
-    if registry_lookup and (not storage or boto in _S3_MISSING):
-        if (found := _diagnose(t)) is not None:
-            return found
-    if boto == "NoSuchBucket":
-        return ModelNotFoundError(
-            f"the S3 bucket holding {where} does not exist",
-            hint="check the bucket name, and the account of the credentials in use",
-        )
-    if code in _NOT_FOUND or boto in _S3_MISSING:
-        parent = t.uri.rstrip("/").rpartition("/")[0]
-        hint = f"see what is there: aws s3 ls {parent}/" if t.scheme == "s3" else "check the URI"
-        return ModelNotFoundError(f"nothing found at {where}", hint=_safe(hint))
-    if "registered artifact repository" in text:
-        return ModelUriError(f"MLflow cannot read '{t.scheme}:' URIs like {where}", hint=_FORMS)
-    if code == "INVALID_PARAMETER_VALUE" and t.scheme == "models":
-        return ModelUriError(f"malformed model URI: {where}", hint=_MODELS_FORMS)
-    first = _safe(text.strip().splitlines()[0] if text.strip() else type(exc).__name__)[:200]
-    return ModelUriError(f"could not resolve {where}: {first}", hint=_FORMS)
-
-
-def _diagnose(t: _Target) -> ModelUriError | None:
-    """Ask the tracking server / registry which part of a runs:/ or models:/ URI is missing."""
-    from mlflow import MlflowClient
-
-    try:
-        client = MlflowClient(tracking_uri=t.tracking, registry_uri=t.registry)
-        if t.scheme == "models":
-            return _diagnose_model(client, t)
-        run_id, path = t.parts[0], "/".join(t.parts[1:])
-        if not _exists(client.get_run, run_id):
-            return ModelNotFoundError(
-                f"no run with id '{run_id}' on {_safe(_server(t))}",
-                hint="check the run id, and that MLFLOW_TRACKING_URI names the server that "
-                "logged it",
-            )
-        models = _run_models(client, run_id)
-    except Exception:
-        _logger.debug("diagnosing %s failed", _safe(t.uri), exc_info=True)
-        return None
-    if path in models:
-        return None  # the path is there: something else went wrong
-    hint = f"the run's models: {', '.join(models[:10])}" if models else "the run logged no model"
-    return ModelNotFoundError(f"run '{run_id}' has no model at '{path}'", hint=hint)
-
-
-def _diagnose_model(client, t: _Target) -> ModelUriError | None:
-    name, _, alias = t.parts[0].partition("@")
-    selector = alias or (t.parts[1] if len(t.parts) > 1 else "")
-    rest = "/".join(t.parts[1:] if alias else t.parts[2:])
-    if not _exists(client.get_registered_model, name):
-        what = f"no registered model named '{name}'"
-        what += "" if selector else " and no logged model with that id"
-        return ModelNotFoundError(
-            f"{what} in {_safe(_server(t))}",
-            hint="check the name (case-sensitive) and that MLFLOW_TRACKING_URI / "
-            "MLFLOW_REGISTRY_URI name the right registry",
-        )
-    known = _known_versions(client, name)
-    if not selector:
-        message = f"models:/{name} names a registered model but no version"
-        return ModelNotFoundError(message, hint=f"{_MODELS_FORMS}; {known}")
-    if alias:
-        found, what = _exists(client.get_model_version_by_alias, name, alias), f"alias '{alias}'"
-    elif selector.isdigit():
-        found, what = _exists(client.get_model_version, name, selector), f"version {selector}"
-    elif selector.lower() == "latest":
-        found, what = bool(client.search_model_versions(f"name = '{name}'")), "versions"
-    elif selector.lower() in _STAGES:
-        with warnings.catch_warnings():  # stages are deprecated, and MLflow says so every call
-            warnings.simplefilter("ignore", FutureWarning)
-            found = bool(client.get_latest_versions(name, [selector]))
-        what = f"version in stage '{selector}'"
-    else:
-        return ModelUriError(
-            f"'{selector}' in {_safe(t.uri)} is neither a version, 'latest' nor a stage",
-            hint=_MODELS_FORMS,
-        )
-    if not found:
-        return ModelNotFoundError(f"model '{name}' has no {what}", hint=known)
-    if rest:
-        return ModelNotFoundError(
-            f"the model version has no artifact '{rest}'",
-            hint="drop the path: models:/<name>/<version> already names the model directory",
-        )
-    return None
-
-
-def _known_versions(client, name: str) -> str:
-    """'versions: 1, 2; aliases: champion', or the URI forms if the registry cannot say."""
-    try:
-        numbers = sorted(int(v.version) for v in client.search_model_versions(f"name = '{name}'"))
-        aliases = sorted(client.get_registered_model(name).aliases or {})
-    except Exception:
-        return _MODELS_FORMS
-    text = f"versions: {', '.join(map(str, numbers)) or 'none'}"
-    return text + (f"; aliases: {', '.join(aliases)}" if aliases else "")
-
-
-def _server(t: _Target) -> str:
-    """The tracking server / registry ``t`` is looked up in (for messages)."""
-    import mlflow
-
-    if t.scheme == "models":
-        return t.registry or mlflow.get_registry_uri()
-    return t.tracking or mlflow.get_tracking_uri()
-
-
-def _exists(lookup, *args) -> bool:
-    """False if ``lookup(*args)`` raises MLflow's not-found (or bad-alias) error."""
-    try:
-        lookup(*args)
-    except Exception as exc:
-        if getattr(exc, "error_code", None) in _NOT_FOUND | {"INVALID_PARAMETER_VALUE"}:
-            return False
-        raise
-    return True
-
-
-def _facts(exc: BaseException) -> tuple[list[BaseException], set[str], str | None]:
-    """``exc`` and the two exceptions it most directly wraps, their class names (with bases)
-    and the first botocore error code among them."""
-    chain = [exc]
-    while len(chain) < 3 and (inner := chain[-1].__cause__ or chain[-1].__context__):
-        chain.append(inner)
-    names = {cls.__name__ for e in chain for cls in type(e).__mro__}
-    responses = [r for e in chain if isinstance(r := getattr(e, "response", None), dict)]
-    codes = [str(r["Error"]["Code"]) for r in responses if r.get("Error", {}).get("Code")]
-    return chain, names, codes[0] if codes else None
-
-
-def _safe(text: str) -> str:
-    """``text`` without URI credentials (``user:pass@``, ``token@`` in web URLs) or query
-    strings (signed URLs); ``container@account`` in ``wasbs://`` URIs stays."""
-    text = re.sub(r"(?<=://)[^/@\s]*:[^/@\s]*@", "", text)
-    text = re.sub(r"\b((?:https?|s?ftp)://)[^/@\s]*@", r"\1", text)
-    return re.sub(r"(://[^\s?#'\"]*)\?[^\s'\"]*", r"\1?...", text)
+        raise not_a_model(t.uri, models_below(listdir, 2, top))
