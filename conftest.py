@@ -3,11 +3,24 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 EXAMPLE_MODEL = Path(__file__).resolve().parent / "src" / "mldeploy" / "examples" / "classifier"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def mlflow_tracking_outside_the_repo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """MLFLOW_TRACKING_URI -> a SQLite store in a session temp dir, for tests and the processes
+    they start. Unset, MLflow 3 uses sqlite:///mlflow.db in the cwd (the repo) whenever anything
+    reaches a tracking store without naming one; a user's own URI must not be written to either.
+    Tests that need no tracking URI configured unset it themselves."""
+    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow-tracking') / 'mlflow.db'}"
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("MLFLOW_TRACKING_URI", uri)
+        yield uri
 
 
 @pytest.fixture(scope="session")

@@ -73,18 +73,31 @@ def store(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
     uri = (tmp_path / "mlruns").as_uri()
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-    experiment_id = client.create_experiment("exp")
-    run_id = client.create_run(experiment_id).info.run_id
-    client.log_artifacts(run_id, str(EXAMPLE), "model")
-    client.log_text(run_id, "hello", "notes.txt")
-    client.create_registered_model("clf")
-    for _ in range(2):
-        client.create_model_version("clf", f"runs:/{run_id}/model", run_id=run_id)
-    client.set_registered_model_alias("clf", "champion", "1")
-    logged = client.create_logged_model(experiment_id, name="lm", source_run_id=run_id)
-    client.log_model_artifacts(logged.model_id, str(EXAMPLE))
-    client.set_terminated(run_id)
+    # MLflow's file registry reads a model version through MlflowClient() with the *global*
+    # tracking URI: unset, that is sqlite:///mlflow.db in the cwd (the repo). Point it here while
+    # building; the tests themselves run with no tracking URI in the environment.
+    with monkeypatch.context() as env:
+        env.setenv("MLFLOW_TRACKING_URI", uri)
+        experiment_id = client.create_experiment("exp")
+        run_id = client.create_run(experiment_id).info.run_id
+        client.log_artifacts(run_id, str(EXAMPLE), "model")
+        client.log_text(run_id, "hello", "notes.txt")
+        client.create_registered_model("clf")
+        for _ in range(2):
+            client.create_model_version("clf", f"runs:/{run_id}/model", run_id=run_id)
+        client.set_registered_model_alias("clf", "champion", "1")
+        logged = client.create_logged_model(experiment_id, name="lm", source_run_id=run_id)
+        client.log_model_artifacts(logged.model_id, str(EXAMPLE))
+        client.set_terminated(run_id)
     return SimpleNamespace(uri=uri, run_id=run_id, model_id=logged.model_id, root=tmp_path)
+
+
+def test_building_the_store_writes_nothing_into_the_cwd(tmp_path, monkeypatch, request):
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)  # MLflow's implicit default store would be ./mlflow.db
+    request.getfixturevalue("store")
+    assert list(cwd.iterdir()) == []
 
 
 def resolve_in(store, uri: str, dst: Path | None = None) -> Path:
