@@ -143,3 +143,36 @@ def test_delete_removes_the_canary_too(cluster, model2):
                                             "PodDisruptionBudget/default/churn"}
     assert cluster.inventory() == set() and cluster.objects("Pod") == []
     assert cluster.objects("ReplicaSet") == []
+
+
+def test_the_autoscaler_scales_only_stable_and_get_reports_the_drift(cluster, model2):
+    target = make(cluster, autoscale="true")
+    target.create("churn", MODEL)
+    target.add("churn", model2)
+    (hpa,) = cluster.objects("HorizontalPodAutoscaler")
+    assert hpa["spec"]["scaleTargetRef"]["name"] == "churn"  # the canary has no autoscaler
+    report = target.get("churn").details["canary"]
+    assert (report["requested_weight"], report["weight"]) == (0.2, 0.2)
+    assert "drift" not in report and "only the stable Deployment" in report["scaling"]
+    target.kube().patch("Deployment", "churn", {"spec": {"replicas": 8}})  # what the HPA does
+    report = target.get("churn").details["canary"]
+    assert (report["stable_pods"], report["canary_pods"]) == (8, 1)
+    assert report["weight"] == round(1 / 9, 4) and report["requested_weight"] == 0.2
+    assert "now gets 11%" in report["drift"]
+    assert report["drift"].endswith("mldeploy traffic -n churn -w stable=0.8,canary=0.2")
+    dep = target.traffic("churn", {"stable": 0.8, "canary": 0.2})
+    assert pods_by_variant(cluster) == {"stable": 8, "canary": 2}
+    assert "drift" not in dep.details["canary"] and dep.details["canary"]["weight"] == 0.2
+    dep = target.traffic("churn", {"stable": 1, "canary": 1})
+    assert dep.details["canary"]["requested_weight"] == 0.5 and pods_by_variant(cluster) == {
+        "stable": 8, "canary": 8}
+
+
+def test_the_canary_manifest_validates_strictly(cluster, model2):
+    kv = pytest.importorskip("kubernetes_validate", reason="kubernetes-validate is missing")
+    target = make(cluster)
+    target.create("churn", MODEL)
+    (canary,) = target.plan(DeployMode.ADD, "churn", model2).manifests
+    assert canary["metadata"]["annotations"]["mldeploy.io/canary-weight"] == "0.2"
+    for version in ("1.29", "1.37"):
+        kv.validate(canary, version, strict=True)

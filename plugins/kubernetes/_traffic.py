@@ -1,6 +1,14 @@
 """Canaries and requests for the Kubernetes target: ``add`` (a canary Deployment under the same
 Service, its share of the pods = its share of the traffic), ``traffic`` (rescale, promote or
-drop it) and ``invoke`` (through the API server's service proxy, or a pod's for one variant)."""
+drop it) and ``invoke`` (through the API server's service proxy, or a pod's for one variant).
+
+The HPA scales only the stable Deployment; the canary keeps the pod count ``add``/``traffic``
+gave it, so its share falls as the stable one scales up (and rises as it scales down). On
+purpose: with a second, proportional HPA a canary that burns more CPU per request would scale
+itself up and take more traffic - the opposite of what a canary is for - and no CLI can hold a
+ratio between two autoscaled Deployments without a controller running in the cluster. ``get``
+and ``traffic`` report the share asked for, the share now and the drift; ``traffic`` re-sizes
+the canary for the stable Deployment's current size."""
 
 from __future__ import annotations
 
@@ -48,11 +56,46 @@ def promoted(stable: Mapping[str, Any], canary: Mapping[str, Any]) -> dict[str, 
     return out
 
 
+def canary_report(name: str, stable: Mapping[str, Any],
+                  canary: Mapping[str, Any]) -> dict[str, Any]:
+    """The canary's share: asked for (``requested_weight``), now (``weight``, from the pod
+    counts), and ``drift`` - what happened and the command that re-balances - when the stable
+    Deployment's size no longer gives the share asked for."""
+    s, c = int(stable["spec"].get("replicas", 1)), int(canary["spec"].get("replicas", 1))
+    raw = (canary["metadata"].get("annotations") or {}).get(mf.CANARY_WEIGHT)
+    try:
+        requested = float(raw) if raw is not None else None
+    except ValueError:
+        requested = None
+    out: dict[str, Any] = {
+        "requested_weight": requested, "weight": round(c / max(s + c, 1), 4),
+        "stable_pods": s, "canary_pods": c,
+        "scaling": "the autoscaler scales only the stable Deployment; the canary's pod count "
+                   "is fixed"}
+    if requested is not None and replicas_for(s, requested) != c:
+        out["drift"] = (f"{name} has {s} pods since the canary was sized for "
+                        f"{requested:.0%}: it now gets {out['weight']:.0%}; re-balance with "
+                        f"mldeploy traffic -n {name} -w stable={1 - requested:g},"
+                        f"canary={requested:g}")
+    return out
+
+
 class TrafficMixin(_Base):
     def canary_replicas(self, stable: Mapping[str, Any], weight: float | None = None) -> int:
-        count = int((stable.get("status") or {}).get("replicas") or stable["spec"].get(
-            "replicas", 1))
+        """Canary pods for ``weight`` against the stable Deployment's desired size (the HPA's
+        count, not the pods of a rollout in flight)."""
+        count = int(stable["spec"].get("replicas", 1))
         return replicas_for(count, self.config.canary_weight if weight is None else weight)
+
+    def canary_manifest(self, name: str, namespace: str, model: mf.Model,
+                        stable: Mapping[str, Any]) -> dict[str, Any]:
+        """The canary Deployment ``add`` creates, sized for ``canary_weight`` of the stable
+        Deployment's pods, the weight recorded in an annotation."""
+        canary = mf.deployment(self.config, name, namespace, model, variant=mf.CANARY,
+                               replicas=self.canary_replicas(stable))
+        canary["metadata"]["annotations"][mf.CANARY_WEIGHT] = f"{self.config.canary_weight:g}"
+        _checks.check([canary])
+        return canary
 
     def add(self, name: str, model_uri: str, *, wait: bool = True,
             timeout: float | None = None) -> Deployment:
@@ -66,9 +109,7 @@ class TrafficMixin(_Base):
                                  hint="promote or drop it first: mldeploy traffic -w "
                                       "canary=1 (promote) or canary=0 (drop)")
             model = self._model(name, model_uri, build=True)
-            canary = mf.deployment(self.config, name, kube.namespace, model, variant=mf.CANARY,
-                                   replicas=self.canary_replicas(stable))
-            _checks.check([canary])
+            canary = self.canary_manifest(name, kube.namespace, model, stable)
             ledger = Ledger(kube)
             try:
                 ledger.create(canary)
@@ -113,8 +154,12 @@ class TrafficMixin(_Base):
                 self._promote(kube, name, stable, canary, wait=wait, timeout=timeout)
             else:
                 n = self.canary_replicas(stable, fraction)
-                kube.patch("Deployment", cname, {"spec": {"replicas": n}})
-                self._say(f"canary {cname} scaled to {n} pods", Status.UPDATING)
+                kube.patch("Deployment", cname, {
+                    "metadata": {"annotations": {mf.CANARY_WEIGHT: f"{fraction:g}"}},
+                    "spec": {"replicas": n}})
+                self._say(f"canary {cname} scaled to {n} pods for {fraction:.0%} of the "
+                          f"traffic; the autoscaler scales only {name}, so re-run traffic "
+                          "after it does", Status.UPDATING)
                 if wait:
                     watch(kube, cname, timeout=timeout or self.config.timeout_seconds,
                           poll=self.config.poll_interval_seconds, log_lines=0, say=self._say)
@@ -182,4 +227,4 @@ def _invocation_error(name: str, status: int, raw: bytes) -> InvocationError:
                hint="kubectl logs -l app.kubernetes.io/instance=" + name)
 
 
-__all__ = ["TrafficMixin", "replicas_for"]
+__all__ = ["TrafficMixin", "canary_report", "promoted", "replicas_for"]

@@ -9,7 +9,8 @@ Deployment ``NAME``         the stable variant: the image's ``serve`` on port 80
                             limits, non-root with a read-only root filesystem and emptyDir
                             writable paths, preStop sleep + grace period covering the server's
                             drain, RollingUpdate with maxUnavailable 0
-Deployment ``NAME-canary``  only after ``add``: the same, another model, fewer replicas
+Deployment ``NAME-canary``  only after ``add``: the same, another model, a fixed number of
+                            replicas (the share asked for in an annotation)
 Service ``NAME``            selects the pods of both variants (traffic follows the pod counts)
 HPA ``NAME``                autoscaling/v2 on CPU utilisation of the stable Deployment
 PDB ``NAME``                policy/v1, maxUnavailable across both variants
@@ -42,6 +43,7 @@ COMPONENT = "app.kubernetes.io/component"
 VARIANT = "mldeploy.io/variant"
 MODEL_URI = "mldeploy.io/model-uri"
 IMAGE = "mldeploy.io/image"
+CANARY_WEIGHT = "mldeploy.io/canary-weight"  # the share add/traffic sized the canary for
 STABLE, CANARY = "stable", "canary"
 
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
@@ -337,7 +339,7 @@ def to_yaml(objects: list[Mapping[str, Any]]) -> str:
                               default_flow_style=False)
 
 
-__all__ = ["CANARY", "CONTAINER_PORT", "MANAGED_BY", "MODEL_URI", "STABLE", "VARIANT", "VERSION",
-           "Model", "create_set", "deployment", "hpa", "inference_service", "label_value",
-           "labels", "model_version", "pdb", "pod_template", "scrub_uri", "selector", "service",
-           "to_yaml"]
+__all__ = ["CANARY", "CANARY_WEIGHT", "CONTAINER_PORT", "MANAGED_BY", "MODEL_URI", "STABLE",
+           "VARIANT", "VERSION", "Model", "create_set", "deployment", "hpa", "inference_service",
+           "label_value", "labels", "model_version", "pdb", "pod_template", "scrub_uri",
+           "selector", "service", "to_yaml"]

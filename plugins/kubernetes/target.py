@@ -28,7 +28,7 @@ from mldeploy.plugins.kubernetes import manifests as mf
 from mldeploy.plugins.kubernetes._client import Clients, Kube, connect
 from mldeploy.plugins.kubernetes._ops import Ledger, rid, watch_or_undo
 from mldeploy.plugins.kubernetes._replace import ReplaceMixin
-from mldeploy.plugins.kubernetes._traffic import TrafficMixin
+from mldeploy.plugins.kubernetes._traffic import TrafficMixin, canary_report
 from mldeploy.plugins.kubernetes.config import DNS_1035, KubernetesConfig, Output
 from mldeploy.plugins.kubernetes.errors import ApiError, Unreachable, translate
 from mldeploy.target import (
@@ -208,6 +208,7 @@ class KubernetesTarget(ReplaceMixin, TrafficMixin, Target):
             host = ingress[0].get("hostname") or ingress[0].get("ip")
             url = f"http://{host}:{svc['spec']['ports'][0]['port']}/invocations"  # type: ignore
         template = stable["spec"]["template"]
+        extra = {"canary": canary_report(name, stable, canary)} if canary is not None else {}
         return Deployment(
             name, self.name, status, url=url, model_uri=variants[0].model_uri,
             resources=tuple(resources), variants=variants,
@@ -215,7 +216,8 @@ class KubernetesTarget(ReplaceMixin, TrafficMixin, Target):
             details={"namespace": kube.namespace, "revision": rev, "rollout": st.message,
                      "image": template["spec"]["containers"][0]["image"],
                      "model_version": template["metadata"]["labels"].get(mf.VERSION),
-                     "proxy": f"{kube.path('Service', name + ':http', 'proxy/invocations')}"})
+                     "proxy": f"{kube.path('Service', name + ':http', 'proxy/invocations')}",
+                     **extra})
 
     def list(self) -> list[Deployment]:
         kube = self.kube()
@@ -261,9 +263,7 @@ class KubernetesTarget(ReplaceMixin, TrafficMixin, Target):
                 desired = mf.create_set(self.config, name, ns, model)
                 return KubernetesPlan(self.name, name, mode, tuple(s.change(ns) for s in steps),
                                       tuple(desired))
-            canary = mf.deployment(self.config, name, ns, model, variant=mf.CANARY,
-                                   replicas=self.canary_replicas(stable))
-            _checks.check([canary])
+            canary = self.canary_manifest(name, ns, model, stable)
             change = Change(Action.CREATE, Resource("deployment", rid(
                 "Deployment", ns, canary["metadata"]["name"])), f"canary: {model.version}")
             return KubernetesPlan(self.name, name, mode, (change,), (canary,))
