@@ -876,3 +876,27 @@ def test_default_pusher_authenticates_with_the_targets_own_ecr_client(
     SageMakerTarget({**BASE, "image_uri": None}, clients=clients,
                     progress=events.append).create("ep", MODEL)
     assert seen == [clients["ecr"]] and len(images.pushed) == 1
+
+
+def test_default_builder_labels_the_image_with_the_users_model_uri(
+        session, images, events, monkeypatch):
+    """The build runs on the downloaded directory; the label must name what the user deployed."""
+    import mldeploy.container.image as image_api
+    from mldeploy.plugins.sagemaker import _image
+
+    calls = []
+    monkeypatch.setattr(image_api, "build_docker", lambda src, **kw: calls.append((src, kw)))
+    uri = "file://" + MODEL  # resolves to the directory MODEL: the label must keep the URI
+    clients = aws.Clients(session, push_image=images.push)  # default builder
+    SageMakerTarget({**BASE, "image_uri": None}, clients=clients,
+                    progress=events.append).create("ep", uri)
+    ((src, kw),) = calls
+    assert src == MODEL and kw["labels"] == {"io.mldeploy.model.uri": uri}
+    assert kw["name"] == images.pushed[0] and kw["engine"] == "flask"
+    # credentials in the URI never reach the image
+    calls.clear()
+    image = _image.ImageBuild(ECR, "r", "t", example_model_dir(), _image.BuildConfig(),
+                              "us-east-1", "https://alice:s3cr3t@mlflow.example/models/churn")
+    _image.docker_build(image, events.append)
+    assert calls[0][1]["labels"] == {
+        "io.mldeploy.model.uri": "https://***@mlflow.example/models/churn"}

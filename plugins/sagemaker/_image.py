@@ -25,11 +25,13 @@ from mldeploy.plugins.sagemaker.config import ECR_HOST, BuildConfig, SageMakerCo
 from mldeploy.plugins.sagemaker.errors import aws_errors, scrub
 
 Log = Callable[[str], None]
+MODEL_URI_LABEL = "io.mldeploy.model.uri"
 
 
 @dataclass(frozen=True)
 class ImageBuild:
-    """One image to build from ``model_dir`` and push to ``reference`` in ``region``."""
+    """One image to build from ``model_dir`` (``model_uri`` downloaded) and push to
+    ``reference`` in ``region``."""
 
     registry: str  # ACCOUNT.dkr.ecr.REGION.amazonaws.com
     repository: str
@@ -37,6 +39,7 @@ class ImageBuild:
     model_dir: Path
     options: BuildConfig
     region: str
+    model_uri: str
 
     @property
     def repository_uri(self) -> str:
@@ -67,15 +70,16 @@ def needs_build(cfg: SageMakerConfig, base_model: dict[str, Any]) -> bool:
     return not (container.get("Image") and container.get("ModelDataUrl"))
 
 
-def plan_build(cfg: SageMakerConfig, name: str, model_dir: Path, model_sha256: str,
-               account: str, region: str) -> ImageBuild:
-    """The image this run needs (nothing is built here)."""
+def plan_build(cfg: SageMakerConfig, name: str, model_uri: str, model_dir: Path,
+               model_sha256: str, account: str, region: str) -> ImageBuild:
+    """The image this run needs (nothing is built here). The tag digests the model's content,
+    not ``model_uri``: the same model from another URI reuses the image."""
     import mldeploy
 
     options = cfg.build or BuildConfig()
     registry, repository = _repository(cfg.ecr_repository, name, account, region)
     tag = digest([model_sha256, to_dict(options), mldeploy.__version__])[:20]
-    return ImageBuild(registry, repository, tag, model_dir, options, region)
+    return ImageBuild(registry, repository, tag, model_dir, options, region, model_uri)
 
 
 def _repository(value: str | None, name: str, account: str, region: str) -> tuple[str, str]:
@@ -144,13 +148,17 @@ def _hint(step: str, hint: str | None) -> str:
 
 
 def docker_build(image: ImageBuild, log: Log) -> None:
-    """The default builder: mldeploy's image builder on the local Docker engine."""
+    """The default builder: mldeploy's image builder on the local Docker engine. It builds from
+    the downloaded ``model_dir``; the label ``io.mldeploy.model.uri`` gets the user's model URI
+    (credentials removed) instead of that temporary path."""
     from mldeploy.container.image import build_docker
+    from mldeploy.container.image.wheelhouse import scrub as scrub_uri
 
     o = image.options
     extra = {"base_image": o.base_image} if o.base_image else {}
     build_docker(str(image.model_dir), name=image.reference, engine=o.engine.value,
-                 env_manager=o.env_manager.value, platform=o.platform.value, log=log, **extra)
+                 env_manager=o.env_manager.value, platform=o.platform.value, log=log,
+                 labels={MODEL_URI_LABEL: scrub_uri(image.model_uri)}, **extra)
 
 
 def ecr_push(image: ImageBuild, log: Log, ecr: Any = None) -> None:

@@ -122,7 +122,7 @@ class SageMakerTarget(Target):
         add = mode is DeployMode.ADD
         image = None
         if _image.needs_build(self.config, base_model(base, self.config.variant_name, add)):
-            image = _image.plan_build(self.config, name, model_dir, artifact.sha256,
+            image = _image.plan_build(self.config, name, model_uri, model_dir, artifact.sha256,
                                       c.account_id(), c.region)
         desired = build_desired(self.config, name, model_uri, artifact, bucket, base, add=add,
                                 built_image=image.reference if image else None)
