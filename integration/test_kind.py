@@ -3,8 +3,10 @@
 Builds the example model's image with the image builder, ``kind load docker-image``s it, deploys
 it with the Kubernetes target, invokes it through the API server's service proxy, replaces it
 with a broken model and watches the rollout fail and roll back (the old model serving on),
-replaces it with a good one, runs a canary, checks the ``--dry-run`` manifests with the API
-server's own validation (``kubectl apply --dry-run=server``), and deletes everything.
+replaces it with a good one, changes the HPA/PDB/Service settings (and checks a second plan
+finds nothing to change against the real server's defaulting), runs a canary, checks the
+``--dry-run`` manifests with the API server's own validation (``kubectl apply
+--dry-run=server``), and deletes everything.
 
 Runs wherever the ``kind`` binary and a Docker engine are present; skips, saying which is
 missing, elsewhere (our CI machines reach no image registry, so kind cannot start there: the
@@ -115,7 +117,7 @@ def _target(kind, image: str, **extra):
 
 def test_deploy_invoke_rollback_canary_delete(kind, images):
     from mldeploy.errors import DeploymentFailedError, DeploymentNotFoundError
-    from mldeploy.target import Status
+    from mldeploy.target import Action, DeployMode, Status
 
     body = (example_model_dir() / "serving_input_example.json").read_bytes()
     target = _target(kind, images["good"])
@@ -135,6 +137,21 @@ def test_deploy_invoke_rollback_canary_delete(kind, images):
 
         dep = _target(kind, images["good2"]).replace(NAME, str(example_model_dir()))
         assert dep.status is Status.READY and dep.details["image"] == images["good2"]
+
+        # Changed settings of the other objects converge too, and against the real API
+        # server's defaulting (clusterIP, node ports, pod template defaults) a second plan
+        # with the same config changes nothing.
+        changed = _target(kind, images["good2"], max_replicas=4, pdb_max_unavailable=2,
+                          service_type="NodePort", labels={"team": "e2e"})
+        changed.replace(NAME, str(example_model_dir()))
+        kube = target.kube()
+        assert kube.get("HorizontalPodAutoscaler", NAME)["spec"]["maxReplicas"] == 4
+        assert kube.get("PodDisruptionBudget", NAME)["spec"]["maxUnavailable"] == 2
+        svc = kube.get("Service", NAME)
+        assert svc["spec"]["type"] == "NodePort" and svc["metadata"]["labels"]["team"] == "e2e"
+        plan = changed.plan(DeployMode.REPLACE, NAME, str(example_model_dir()))
+        assert {c.action for c in plan.changes} == {Action.KEEP}, str(plan)
+        assert target.invoke(NAME, body).predictions == [1, 1, 0]
 
         dep = _target(kind, images["good"], canary_weight=0.34).add(NAME,
                                                                      str(example_model_dir()))

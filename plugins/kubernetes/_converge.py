@@ -2,9 +2,10 @@
 Service) against the live one, as a :class:`Step` - KEEP, UPDATE (with the merge patch), CREATE,
 or DELETE (an object the config no longer asks for: ``-C autoscale=false`` drops the HPA).
 
-The live object is compared on what mldeploy sets, so fields the API server fills in (a
-Service's ``clusterIP`` and node ports, a pod template's ``dnsPolicy``, canonical quantities
-such as ``500m`` for ``0.5``) are neither differences nor patched away, while a setting the
+The live object is compared on what mldeploy sets, so fields the API server fills in or leaves
+out (a Service's ``clusterIP`` and node ports, a pod template's ``dnsPolicy``, canonical
+quantities such as ``500m`` for ``0.5``, ``minReadySeconds: 0``) are neither differences nor
+patched away, while a setting the
 config dropped (a label, ``node_selector``, ``cpu_limit``) is removed. Labels and annotations of
 mldeploy's objects are the config's, except those of controllers and kubectl
 (``deployment.kubernetes.io/``, ``kubectl.kubernetes.io/``). Reads only; nothing is changed
@@ -40,6 +41,8 @@ _OPTIONAL = {(*_T, "spec"): {"serviceAccountName", "serviceAccount", "imagePullS
              _C: {"lifecycle", "resources"}, (*_C, "resources"): {"requests", "limits"}}
 _QUANTITIES = {(*_C, "resources", "requests"), (*_C, "resources", "limits"),
                (*_T, "spec", "volumes", "*", "emptyDir")}
+# Fields the API server leaves out of its answers when zero (Go ``omitempty``, not pointers).
+_ZERO_OMITTED = {("spec", "minReadySeconds")}
 _MAX_DETAIL = 4
 
 
@@ -83,6 +86,8 @@ def project(live: Any, desired: Any, path: tuple[str, ...] = (), full: bool = Fa
             set(want) | _OPTIONAL.get(path, set()))
         out = {k: project(v, want.get(k), (*path, k), full) for k, v in live.items()
                if keep is None or k in keep}
+        out.update({k: v for k, v in want.items()
+                    if (*path, k) in _ZERO_OMITTED and k not in live and v == 0})
         if path in _QUANTITIES:
             out = {k: want[k] if _same_quantity(v, want.get(k)) else v for k, v in out.items()}
         return out
