@@ -2,12 +2,14 @@
 
 Settings come from the environment (``SAGEMAKER_BIND_TO_PORT``, ``SAGEMAKER_MODEL_SERVER_WORKERS``,
 ``SAGEMAKER_MODEL_SERVER_TIMEOUT``, ``MLDEPLOY_*``) and optional flags; the model is read from
-``/opt/ml/model`` unless ``MLDEPLOY_MODEL_URI`` or ``--model`` names another.
+``/opt/ml/model`` unless ``MLDEPLOY_MODEL_URI`` or ``--model`` names another; a remote model is
+downloaded once, before the workers start, and removed when the server exits.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import sys
 
@@ -28,18 +30,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     explicit = {k: v for k, v in vars(args).items() if k != "command"}
     from mldeploy.errors import MldeployError
-    from mldeploy.model_uri import resolve_model_uri
+    from mldeploy.model_uri import materialize
 
-    try:
-        settings = ServerSettings.resolve(**explicit)
-        local = str(resolve_model_uri(settings.model_uri))
-    except (SettingsError, MldeployError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    settings = dataclasses.replace(settings, model_uri=local)
-    from .engines import run
+    with contextlib.ExitStack() as stack:
+        try:
+            settings = ServerSettings.resolve(**explicit)
+            # A downloaded model is removed when the server exits (SIGTERM, failed load, ...).
+            local = stack.enter_context(materialize(settings.model_uri))
+        except (SettingsError, MldeployError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        from .engines import run
 
-    return run(settings)
+        return run(dataclasses.replace(settings, model_uri=str(local)))
 
 
 if __name__ == "__main__":

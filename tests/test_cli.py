@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -40,6 +46,127 @@ def test_version_and_help():
     assert _cli("--version").stdout.startswith("mldeploy, version ")
     help_text = _cli("--help").stdout
     assert "serve" in help_text
+
+
+# --- serving a remote model: its download is removed when the server exits -----------------
+
+
+@pytest.fixture
+def tracking_run(tmp_path, monkeypatch, example_model, broken_example_model):
+    """A file tracking store in tmp_path with one run: the example model logged at 'model' and
+    one that fails its warm-up at 'broken'. ``env`` points a server at the store and at an empty
+    TMPDIR (``tmp``), where its download lands."""
+    from mlflow import MlflowClient
+
+    uri = (tmp_path / "mlruns").as_uri()
+    env = {"MLFLOW_TRACKING_URI": uri, "MLFLOW_ALLOW_FILE_STORE": "true",
+           "TMPDIR": str(tmp_path / "tmp")}
+    (tmp_path / "tmp").mkdir()
+    with monkeypatch.context() as m:
+        m.setenv("MLFLOW_TRACKING_URI", uri)
+        m.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+        client = MlflowClient(uri)
+        run_id = client.create_run(client.create_experiment("serve")).info.run_id
+        client.log_artifacts(run_id, str(example_model), "model")
+        client.log_artifacts(run_id, str(broken_example_model), "broken")
+    return SimpleNamespace(run_id=run_id, env={**os.environ, **env}, tmp=tmp_path / "tmp")
+
+
+SERVE_COMMANDS = {
+    "mldeploy serve": [MLDEPLOY, "serve", "-m"],
+    "python -m mldeploy.container serve": [sys.executable, "-m", "mldeploy.container", "serve",
+                                           "-m"],
+}
+
+
+def _start(command: str, model_uri: str, env: dict, log: Path) -> SimpleNamespace:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    args = [*SERVE_COMMANDS[command], model_uri, "--host", "127.0.0.1", "--port", str(port),
+            "--workers", "1"]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env)
+    return SimpleNamespace(proc=proc, url=f"http://127.0.0.1:{port}", log=log)
+
+
+def _ping(server: SimpleNamespace) -> int:
+    try:
+        with urllib.request.urlopen(f"{server.url}/ping", timeout=2) as response:
+            return response.status
+    except OSError:
+        return 0
+
+
+def _workers(server: SimpleNamespace) -> set[int]:
+    pid = server.proc.pid
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    return {int(p) for p in children.read_text().split()} if children.exists() else set()
+
+
+def _wait(server: SimpleNamespace, ready, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if server.proc.poll() is not None or time.monotonic() > deadline:
+            raise AssertionError(f"server not ready: {server.log.read_text()[-3000:]}")
+        time.sleep(0.1)
+
+
+def _stop(server: SimpleNamespace) -> int:
+    if server.proc.poll() is None:
+        server.proc.send_signal(signal.SIGTERM)
+    try:
+        return server.proc.wait(60)
+    except subprocess.TimeoutExpired:
+        server.proc.kill()
+        server.proc.wait()
+        raise
+
+
+@pytest.mark.parametrize("command", SERVE_COMMANDS)
+def test_serving_a_run_removes_its_download_on_sigterm_not_when_a_worker_exits(
+        tracking_run, tmp_path, command):
+    server = _start(command, f"runs:/{tracking_run.run_id}/model", tracking_run.env,
+                    tmp_path / "serve.log")
+    try:
+        _wait(server, lambda: _ping(server) == 200)
+        (download,) = tracking_run.tmp.glob("mldeploy-model-*")
+        assert (download / "model" / "MLmodel").is_file()
+        # A worker that exits (gunicorn restarts it) leaves the download to the next worker.
+        (worker,) = _workers(server)
+        os.kill(worker, signal.SIGTERM)
+        _wait(server, lambda: _workers(server) - {worker} and _ping(server) == 200)
+        assert (download / "model" / "MLmodel").is_file()
+    finally:
+        code = _stop(server)
+    assert code == 0, server.log.read_text()[-3000:]
+    assert not download.exists()
+    assert list(tracking_run.tmp.glob("mldeploy-model-*")) == []
+
+
+def test_a_model_that_fails_to_load_has_its_download_removed(tracking_run, tmp_path):
+    server = _start("mldeploy serve", f"runs:/{tracking_run.run_id}/broken", tracking_run.env,
+                    tmp_path / "serve.log")
+    try:
+        code = server.proc.wait(90)
+    finally:
+        _stop(server)
+    log = server.log.read_text()
+    assert code != 0 and "mldeploy-model-" in log, log[-3000:]  # it was downloaded, then failed
+    assert list(tracking_run.tmp.glob("mldeploy-model-*")) == []
+
+
+def test_serving_a_local_model_leaves_it_in_place(tmp_path, example_model):
+    import shutil
+
+    model = Path(shutil.copytree(example_model, tmp_path / "model"))
+    before = sorted(p.name for p in model.iterdir())
+    server = _start("mldeploy serve", str(model), dict(os.environ), tmp_path / "serve.log")
+    try:
+        _wait(server, lambda: _ping(server) == 200)
+    finally:
+        assert _stop(server) == 0, server.log.read_text()[-3000:]
+    assert sorted(p.name for p in model.iterdir()) == before
 
 
 def test_settings_precedence_flag_then_environment_then_default():

@@ -25,7 +25,7 @@ from mldeploy.errors import (
     NotAnMlflowModelError,
     TrackingServerError,
 )
-from mldeploy.model_uri import resolve_model_uri
+from mldeploy.model_uri import materialize, resolve_model_uri
 
 EXAMPLE = Path(example_model_path())
 HTTP_VARS = (
@@ -316,6 +316,68 @@ def test_a_database_store_this_mlflow_cannot_open(tmp_path):
         resolve_model_uri("runs:/abc/model", tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
     assert "full mlflow" in err.value.hint
     assert not (tmp_path / "mlflow.db").exists()
+
+
+# --- materialize: a download lives as long as the with block ---------------------------------
+
+
+@pytest.fixture
+def tmpdir_root(tmp_path, monkeypatch) -> Path:
+    """An empty directory tempfile uses for this test (downloads land there)."""
+    root = tmp_path / "tmp"
+    root.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(root))
+    return root
+
+
+def test_materialize_removes_the_download_when_the_block_exits(store, tmpdir_root):
+    with materialize(f"runs:/{store.run_id}/model", tracking_uri=store.uri) as path:
+        assert_is_example(path)
+        (download,) = tmpdir_root.iterdir()
+        assert download.name.startswith("mldeploy-model-") and download in path.parents
+    assert list(tmpdir_root.iterdir()) == []
+    with pytest.raises(SystemExit), materialize("models:/clf@champion", tracking_uri=store.uri):
+        assert len(list(tmpdir_root.iterdir())) == 1
+        raise SystemExit(0)  # how gunicorn's arbiter leaves on SIGTERM
+    assert list(tmpdir_root.iterdir()) == []
+
+
+def test_materialize_removes_a_failed_download(store, tmpdir_root):
+    with pytest.raises(ModelNotFoundError), materialize("models:/clf/9", tracking_uri=store.uri):
+        pass
+    with pytest.raises(NotAnMlflowModelError), materialize(
+        f"runs:/{store.run_id}/notes.txt", tracking_uri=store.uri
+    ):
+        pass
+    assert list(tmpdir_root.iterdir()) == []
+
+
+def test_materialize_leaves_a_local_model_alone(tmp_path, tmpdir_root):
+    model = model_copy(tmp_path)
+    before = sorted(p.name for p in model.iterdir())
+    with pytest.raises(RuntimeError), materialize(model.as_uri()) as path:
+        assert path == model.resolve()
+        raise RuntimeError("the server failed")
+    assert sorted(p.name for p in model.iterdir()) == before
+    assert list(tmpdir_root.iterdir()) == []  # nothing was downloaded
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_leaving_the_block_keeps_the_download(store, tmpdir_root):
+    """gunicorn workers are forked inside the block and leave it through SystemExit."""
+    child = False
+    try:
+        with materialize(f"runs:/{store.run_id}/model", tracking_uri=store.uri) as path:
+            pid = os.fork()
+            if pid == 0:
+                child = True
+                raise SystemExit(0)
+            assert os.waitpid(pid, 0)[1] == 0
+            assert_is_example(path)  # still there for the next worker
+    finally:
+        if child:
+            os._exit(0)
+    assert not path.exists()
 
 
 # --- tracking servers over HTTP (127.0.0.1 only) ---------------------------------------------

@@ -50,7 +50,7 @@ def serve(model_uri: str | None, **options: object) -> None:
     from mldeploy.container.engines import run
     from mldeploy.container.settings import ServerSettings, SettingsError
 
-    from .model_uri import resolve_model_uri
+    from .model_uri import materialize
 
     if model_uri is None and not os.environ.get("MLDEPLOY_MODEL_URI"):
         model_uri = _default_model()
@@ -59,10 +59,10 @@ def serve(model_uri: str | None, **options: object) -> None:
     except SettingsError as exc:
         raise UsageError(str(exc)) from None
     # Resolve (and download) once, here, so every worker loads the same local copy and a bad URI
-    # fails before the server starts.
-    local = str(resolve_model_uri(settings.model_uri))
-    settings = dataclasses.replace(settings, model_uri=local)
-    code = run(settings)
+    # fails before the server starts. The engine returns on SIGTERM and on a failed load, so a
+    # download is removed whenever the server exits (by this process, not by forked workers).
+    with materialize(settings.model_uri) as local:
+        code = run(dataclasses.replace(settings, model_uri=str(local)))
     if code:
         raise click.exceptions.Exit(code)
 
