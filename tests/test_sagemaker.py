@@ -900,3 +900,16 @@ def test_default_builder_labels_the_image_with_the_users_model_uri(
     _image.docker_build(image, events.append)
     assert calls[0][1]["labels"] == {
         "io.mldeploy.model.uri": "https://***@mlflow.example/models/churn"}
+
+
+def test_model_uri_tag_carries_no_credentials(make, session, monkeypatch):
+    from pathlib import Path
+
+    import mldeploy.model_uri
+
+    monkeypatch.setattr(mldeploy.model_uri, "resolve_model_uri", lambda uri: Path(MODEL))
+    dep = make().create("ep", "https://alice:s3cr3t@mlflow.example/models/churn")
+    (model_arn,) = Resource_ids(dep, "model")
+    tags = session.client("sagemaker").list_tags(ResourceArn=model_arn)["Tags"]
+    assert "s3cr3t" not in json.dumps(tags) and "s3cr3t" not in json.dumps(dep.to_dict())
+    assert dep.model_uri == "https://___@mlflow.example/models/churn"  # tags refuse "*"

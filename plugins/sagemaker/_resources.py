@@ -54,7 +54,11 @@ def digest(obj: Any) -> str:
 
 
 def tag_value(text: str) -> str:
-    return _TAG_BAD.sub("_", text)[:256]
+    """``text`` as a tag value: ``user:password@`` removed from URLs, characters tags refuse
+    replaced, at most 256 characters."""
+    from mldeploy.container.image.wheelhouse import scrub as scrub_uri
+
+    return _TAG_BAD.sub("_", scrub_uri(text))[:256]
 
 
 @dataclass(frozen=True)
