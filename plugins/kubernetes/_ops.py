@@ -58,9 +58,10 @@ class Ledger:
         return done
 
     def delete(self, kind: str, live: Mapping[str, Any]) -> None:
+        """Delete the object ``live``; one gone meanwhile (404) is not recreated by undo."""
         name = live["metadata"]["name"]
-        self.kube.delete(kind, name)
-        self.items.append(Entry(kind, name, dict(live), deleted=True))
+        if self.kube.delete(kind, name):
+            self.items.append(Entry(kind, name, dict(live), deleted=True))
 
     def undo(self) -> tuple[list[str], list[str]]:
         """Undo everything, newest first: ``(done, could not)`` as object ids."""

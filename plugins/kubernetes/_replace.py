@@ -91,7 +91,9 @@ class ReplaceMixin(_Base):
             kube.patch("Deployment", name, step.patch)
         except (ApiError, Unreachable) as exc:
             self._abort(ledger, exc, name)
-        self._say(f"rolling out a new revision of {name}", Status.UPDATING)
+        self._say(f"rolling out a new revision of {name}" if "template" in (
+            step.patch.get("spec") or {}) else f"updating {name} ({step.detail})",
+            Status.UPDATING)
         if not wait:
             return
         limit = timeout or self.config.timeout_seconds
