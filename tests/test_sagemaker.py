@@ -180,6 +180,7 @@ def test_invalid_endpoint_name_is_refused_before_any_call(name):
     ({"autoscaling": {"min_capacity": 3, "max_capacity": 2}}, "exceeds"),
     ({"deployment_config": {"strategy": "canery"}}, "did you mean 'canary'"),
     ({"recreate_failed": "yes please"}, "not a boolean"),
+    ({"adopt": "maybe"}, "not a boolean"),
     ({"ecr_repository": "team/churn"}, "image_uri is deployed as is"),
     ({"build": {"engine": "mlserver"}}, "image_uri is deployed as is"),
     ({"image_uri": None, "ecr_repository": "team/churn:3"}, "has a tag or digest"),
@@ -913,3 +914,128 @@ def test_model_uri_tag_carries_no_credentials(make, session, monkeypatch):
     tags = session.client("sagemaker").list_tags(ResourceArn=model_arn)["Tags"]
     assert "s3cr3t" not in json.dumps(tags) and "s3cr3t" not in json.dumps(dep.to_dict())
     assert dep.model_uri == "https://___@mlflow.example/models/churn"  # tags refuse "*"
+
+
+# -- endpoints mldeploy did not create: refused unless -C adopt=true -------------------------------
+
+from mldeploy.plugins.sagemaker.errors import UnmanagedEndpointError  # noqa: E402
+
+
+def plain_endpoint(session, name, models, data=None):
+    """An endpoint made with plain boto3, as other tooling would: untagged, one variant per
+    model (models already existing are shared, not created again)."""
+    sm = session.client("sagemaker")
+    for m in models:
+        if m not in {x["ModelName"] for x in sm.list_models()["Models"]}:
+            container = {"Image": IMAGE, **({"ModelDataUrl": data[m]} if data else {})}
+            sm.create_model(ModelName=m, ExecutionRoleArn=ROLE, PrimaryContainer=container)
+    sm.create_endpoint_config(EndpointConfigName=f"{name}-c", ProductionVariants=[
+        {"VariantName": f"v{i}", "ModelName": m, "InstanceType": "ml.m5.large",
+         "InitialInstanceCount": 1} for i, m in enumerate(models)])
+    sm.create_endpoint(EndpointName=name, EndpointConfigName=f"{name}-c")
+
+
+def snapshot(session, name):
+    """The endpoint, its config and models as describe and list_tags show them."""
+    sm = session.client("sagemaker")
+
+    def clean(d):
+        return {k: v for k, v in d.items() if k != "ResponseMetadata"}
+    ep = clean(sm.describe_endpoint(EndpointName=name))
+    cfg = clean(sm.describe_endpoint_config(EndpointConfigName=ep["EndpointConfigName"]))
+    models = [clean(sm.describe_model(ModelName=v["ModelName"]))
+              for v in cfg["ProductionVariants"]]
+    arns = [ep["EndpointArn"], cfg["EndpointConfigArn"], *(m["ModelArn"] for m in models)]
+    return ep, cfg, models, [sm.list_tags(ResourceArn=a)["Tags"] for a in arns]
+
+
+def test_changing_verbs_refuse_an_endpoint_mldeploy_did_not_create(
+        make, session, model2, emulator, capsys, monkeypatch):
+    plain_endpoint(session, "theirs", ["theirs-m"])
+    before, inventory = snapshot(session, "theirs"), sagemaker_inventory(session)
+    t = make()
+    for verb, call in [("replace", lambda: t.replace("theirs", model2)),
+                       ("add", lambda: t.add("theirs", model2)),
+                       ("replace", lambda: t.plan(DeployMode.REPLACE, "theirs", model2)),
+                       ("traffic", lambda: t.traffic("theirs", {"v0": 2.0})),
+                       ("delete", lambda: t.delete("theirs"))]:
+        with pytest.raises(UnmanagedEndpointError) as info:
+            call()
+        err = info.value
+        assert isinstance(err, UsageError) and err.exit_code == 2
+        assert err.message == (f"endpoint 'theirs' was not created by mldeploy: {verb} left it "
+                               "unchanged") and "-C adopt=true" in err.hint
+    with pytest.raises(DeploymentExistsError, match="not created by mldeploy") as info:
+        t.create("theirs", MODEL)
+    assert "--mode replace -C adopt=true" in info.value.hint
+    assert snapshot(session, "theirs") == before and sagemaker_inventory(session) == inventory
+    dep = t.get("theirs")  # reading works on any endpoint, and says whose it is
+    assert dep.details["managed"] is False and [v.name for v in dep.variants] == ["v0"]
+    # from the CLI: exit code 2, one line naming the endpoint and the way out
+    monkeypatch.setattr(aws.Clients, "create", staticmethod(lambda *a: aws.Clients(session)))
+    code, out, err = run_cli(capsys, "delete", "-t", "sagemaker:/us-east-1", "-n", "theirs")
+    assert code == 2 and out == "" and "'theirs' was not created by mldeploy" in err
+    assert "adopt=true" in err and snapshot(session, "theirs") == before
+    # traffic with adopt: applied, and the endpoint is mldeploy's from then on
+    make(adopt=True).traffic("theirs", {"v0": 2.0})
+    assert t.get("theirs").details["managed"] is True and "theirs" in [d.name for d in t.list()]
+
+
+def test_adopt_replace_takes_the_endpoint_over_and_leaves_its_old_resources(
+        make, session, model2, events):
+    plain_endpoint(session, "theirs", ["theirs-m"], {"theirs-m": "s3://elsewhere/m.tar.gz"})
+    inventory = sagemaker_inventory(session)
+    plan = make(adopt=True).plan(DeployMode.REPLACE, "theirs", model2)
+    kept = {(c.resource.kind, c.resource.id) for c in plan.changes if c.action is Action.KEEP}
+    assert kept == {("endpoint-config", "theirs-c"), ("model", "theirs-m")}
+    assert not [c for c in plan.changes if c.action is Action.DELETE]
+    assert "adopt: tag mldeploy:endpoint=theirs" in str(plan)
+    assert sagemaker_inventory(session) == inventory
+    dep = make(adopt=True).replace("theirs", model2)
+    assert dep.status is Status.READY and dep.model_uri == model2
+    assert dep.details["managed"] is True and [v.name for v in dep.variants] == ["v0"]
+    assert any("adopted endpoint theirs" in str(e) for e in events)
+    assert inventory <= sagemaker_inventory(session)  # its old config and model stay
+    again = make().replace("theirs", MODEL)  # managed now: no adopt needed
+    assert again.model_uri == MODEL and Resource_ids(dep, "model")[0] not in (
+        sagemaker_inventory(session))  # mldeploy's own model of the first replace is removed
+
+
+def test_adopt_delete_keeps_what_another_endpoint_uses(make, session, emulator, events):
+    emulator.strict = False  # a shared model would really be deleted if we asked to
+    s3 = session.client("s3")
+    data = {m: f"s3://{BUCKET}/theirs/{m}.tar.gz" for m in ("shared-m", "own-m")}
+    for url in data.values():
+        s3.put_object(Bucket=BUCKET, Key=url.split("/", 3)[3], Body=b"x")
+    plain_endpoint(session, "a", ["own-m", "shared-m"], data)
+    plain_endpoint(session, "b", ["shared-m"], data)
+    b_before = snapshot(session, "b")
+    with pytest.raises(UnmanagedEndpointError):
+        make().delete("a")
+    gone = make(adopt=True).delete("a")
+    assert gone.existed and gone.leftover == ()
+    removed = {(r.kind, r.id.rsplit("/", 1)[1]) for r in gone.removed}
+    assert removed == {("endpoint", "a"), ("endpoint-config", "a-c"), ("model", "own-m")}
+    assert snapshot(session, "b") == b_before  # b and the model it shares are untouched
+    for url in data.values():  # model data mldeploy did not make stays
+        s3.head_object(Bucket=BUCKET, Key=url.split("/", 3)[3])
+    assert any("keeping model" in str(e) and "endpoint b uses it" in str(e) for e in events)
+
+
+def test_adopt_that_cannot_tag_keeps_the_change_and_says_so(make, session, model2, events):
+    from botocore.exceptions import ClientError
+
+    plain_endpoint(session, "theirs", ["theirs-m"])
+
+    def refuse(**_):
+        raise ClientError({"Error": {"Code": "ValidationException",
+                                     "Message": "too many tags"}}, "AddTags")
+    session.events.register("before-call.sagemaker.AddTags", refuse)
+    try:
+        dep = make(adopt=True).replace("theirs", model2)
+    finally:
+        session.events.unregister("before-call.sagemaker.AddTags", refuse)
+    assert dep.status is Status.READY and dep.model_uri == model2  # not rolled back
+    assert dep.details["managed"] is False
+    assert any("could not adopt endpoint theirs" in str(e) and "too many tags" in str(e)
+               for e in events)

@@ -6,8 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 from mldeploy.plugins.sagemaker import _client as aws
+from mldeploy.plugins.sagemaker._guard import owned
 from mldeploy.plugins.sagemaker._image import ImageBuild, ecr_state
-from mldeploy.plugins.sagemaker._resources import Current, Desired
+from mldeploy.plugins.sagemaker._resources import TAG_ENDPOINT, Current, Desired
 from mldeploy.target import Action, Change, DeployMode, Resource
 
 
@@ -38,22 +39,32 @@ def build_plan(c: aws.Clients, mode: DeployMode, name: str, current: Current | N
     if current is None:
         ch.append(Change(Action.CREATE, Resource("endpoint", name)))
     else:
+        adopt = "" if current.managed else f"; adopt: tag {TAG_ENDPOINT}={name}"
         ch.append(Change(Action.UPDATE, Resource("endpoint", current.arn),
-                         f"{current.config_name} -> {d.config_name}"))
-        ch.append(Change(Action.DELETE, Resource("endpoint-config", current.config_name)))
+                         f"{current.config_name} -> {d.config_name}{adopt}"))
+        ch.append(_old(c, name, "endpoint-config", current.config_name,
+                       current.config.get("EndpointConfigArn")))
         if mode is DeployMode.REPLACE:
             replaced = {v["ModelName"] for v in current.config["ProductionVariants"]
                         if v["VariantName"] == d.variant} - {d.model_name}
             for m in sorted(replaced):
-                ch.append(Change(Action.DELETE, Resource("model", m)))
-                url = current.models.get(m, {}).get("PrimaryContainer", {}).get(
-                    "ModelDataUrl")
-                if url and url != uri:
+                model = current.models.get(m, {})
+                ch.append(_old(c, name, "model", m, model.get("ModelArn")))
+                url = model.get("PrimaryContainer", {}).get("ModelDataUrl")
+                if url and url != uri and ch[-1].action is Action.DELETE:
                     ch.append(Change(Action.DELETE, Resource("s3-object", url)))
     if autoscaling is not None:
         ch.append(Change(Action.CREATE, Resource(
             "scalable-target", f"endpoint/{name}/variant/{d.variant}")))
     return tuple(ch)
+
+
+def _old(c: aws.Clients, name: str, kind: str, rname: str, arn: str | None) -> Change:
+    """What happens to a config or model the endpoint stops using: deleted if mldeploy's (or
+    already gone), else left in place."""
+    if arn is None or owned(c, name, arn):
+        return Change(Action.DELETE, Resource(kind, rname))
+    return Change(Action.KEEP, Resource(kind, rname), "not created by mldeploy: left in place")
 
 
 __all__ = ["build_plan"]

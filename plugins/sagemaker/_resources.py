@@ -114,6 +114,11 @@ class Current:
     def model_names(self) -> set[str]:
         return {v["ModelName"] for v in self.config.get("ProductionVariants", [])}
 
+    @property
+    def managed(self) -> bool:
+        """Created (or adopted) by mldeploy: tagged ``mldeploy:endpoint=<its name>``."""
+        return self.tags.get(TAG_ENDPOINT) == self.name
+
 
 @dataclass
 class Desired:
@@ -360,7 +365,8 @@ def to_deployment(cur: Current, target: str, region: str,
                       resources=tuple(resources), variants=tuple(variants),
                       failure_reason=cur.failure_reason,
                       details={"arn": cur.arn, "endpoint_config": cur.config_name,
-                               "region": region, "aws_status": cur.status})
+                               "region": region, "aws_status": cur.status,
+                               "managed": cur.managed})
 
 
 __all__ = ["STATUS", "Artifact", "Current", "Desired", "base_model", "build_desired",

@@ -214,6 +214,9 @@ class SageMakerConfig:
         default=None, metadata={"min": 60, "max": 3600})
     recreate_failed: bool = field(default=False, metadata={
         "help": "replace on a Failed endpoint deletes and recreates it"})
+    adopt: bool = field(default=False, metadata={
+        "help": "replace/add/traffic/delete an endpoint mldeploy did not create: it is tagged "
+                "and managed from then on (delete keeps what other endpoints use)"})
     log_lines: int = field(default=20, metadata={"min": 0, "max": 1000})
 
     def validate(self) -> None:

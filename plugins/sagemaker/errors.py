@@ -14,12 +14,18 @@ from mldeploy.errors import (
     MldeployError,
     PredictionError,
     TargetError,
+    UsageError,
 )
 
 _ACCESS = {"AccessDenied", "AccessDeniedException", "UnauthorizedOperation",
            "InvalidClientTokenId", "ExpiredToken", "ExpiredTokenException",
            "UnrecognizedClientException", "SignatureDoesNotMatch", "AuthFailure"}
 _SECRETS = re.compile(r"(AKIA|ASIA)[A-Z0-9]{16}|(?i:(secret|token|signature)[=:]\s*\S+)")
+
+
+class UnmanagedEndpointError(UsageError):
+    """The endpoint exists but mldeploy did not create it (it lacks the ``mldeploy:endpoint``
+    tag naming it): replace, add, traffic and delete refuse it unless ``-C adopt=true``."""
 
 
 def scrub(text: str, limit: int = 500) -> str:
@@ -144,4 +150,5 @@ def _model_message(body: str) -> str:
     return scrub(body.split("Traceback (most recent call last)")[0], 300) or "no message"
 
 
-__all__ = ["aws_errors", "invocation_error", "is_not_found", "scrub", "translate"]
+__all__ = ["UnmanagedEndpointError", "aws_errors", "invocation_error", "is_not_found", "scrub",
+           "translate"]

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 from mldeploy.errors import (
-    DeploymentExistsError,
     DeploymentFailedError,
     DeploymentNotFoundError,
     DeploymentTimeoutError,
@@ -25,7 +24,7 @@ from mldeploy.errors import (
     UsageError,
 )
 from mldeploy.plugins.sagemaker import _client as aws
-from mldeploy.plugins.sagemaker import _image
+from mldeploy.plugins.sagemaker import _guard, _image
 from mldeploy.plugins.sagemaker._cleanup import remove_each, unused
 from mldeploy.plugins.sagemaker._plan import build_plan
 from mldeploy.plugins.sagemaker._resources import (
@@ -107,11 +106,10 @@ class SageMakerTarget(Target):
         c = self._c()
         ep = aws.describe_endpoint(c, name)
         if mode is DeployMode.CREATE and ep is not None:
-            extra = (" and is Failed; delete it first (mldeploy delete)"
-                     if ep["EndpointStatus"] == "Failed" else "")
-            raise DeploymentExistsError(f"endpoint {name!r} already exists{extra}",
-                                        hint="use --mode replace to change its model")
+            raise _guard.exists_error(c, name, ep)
         current = None if mode is DeployMode.CREATE else aws.read_current(c, name, ep)
+        if current is not None:
+            _guard.check_managed(current, self.config.adopt, mode.value)
         if current is not None and current.status in BUSY:
             raise TargetError(f"endpoint {name!r} is {current.status}",
                               hint="wait until it is InService (mldeploy get) and re-run")
@@ -170,6 +168,7 @@ class SageMakerTarget(Target):
                     sm.update_endpoint(**update_request(self.config, name, d.config_name, retain))
             self.progress(f"{mode.value} {name}: endpoint config {d.config_name}")
             if not wait:
+                _guard.claim(c, current, self.progress)
                 return self.get(name)
             ep = self._wait(name, timeout)
             if ep is None or ep["EndpointStatus"] != "InService" or (
@@ -258,6 +257,7 @@ class SageMakerTarget(Target):
 
     def _after_success(self, name: str, d: Desired, current: Current | None) -> Deployment:
         c = self._c()
+        _guard.claim(c, current, self.progress)  # an adopted endpoint is mldeploy's from now on
         if self.config.autoscaling is not None:
             aws.register_autoscaling(c, name, d.variant, self.config.autoscaling)
             self.progress(f"autoscaling {name}/{d.variant}: {self.config.autoscaling.min_capacity}"
@@ -290,10 +290,10 @@ class SageMakerTarget(Target):
         removed: list[Resource] = []
         leftover: list[Resource] = []
         if ep is not None:
-            parts = self._deployment(c, aws.read_current(c, name, ep)).resources
-            order = ("scalable-target", "endpoint", "endpoint-config", "model", "s3-object")
-            removed, leftover = remove_each(c, sorted(parts, key=lambda r: order.index(r.kind)),
-                                            self.progress)
+            cur = aws.read_current(c, name, ep)
+            _guard.check_managed(cur, self.config.adopt, "delete")
+            parts = _guard.to_delete(c, cur, self._deployment(c, cur).resources, self.progress)
+            removed, leftover = remove_each(c, parts, self.progress)
             self.progress(f"deleting endpoint {name}", Status.DELETING)
             if wait:
                 try:
@@ -309,6 +309,7 @@ class SageMakerTarget(Target):
                         leftover=tuple(leftover + left))
 
     def get(self, name: str) -> Deployment:
+        """Any endpoint, read only; ``details["managed"]``: is it mldeploy's."""
         check_name(name)
         c = self._c()
         cur = aws.read_current(c, name)
@@ -360,6 +361,7 @@ class SageMakerTarget(Target):
                 timeout: float | None = None) -> Deployment:
         c = self._c()
         cur = aws.read_current(c, name)
+        _guard.check_managed(cur, self.config.adopt, "traffic")
         names = [v["VariantName"] for v in cur.config.get("ProductionVariants", [])]
         unknown = sorted(set(weights) - set(names))
         if unknown:
@@ -369,6 +371,7 @@ class SageMakerTarget(Target):
             c["sagemaker"].update_endpoint_weights_and_capacities(
                 EndpointName=name, DesiredWeightsAndCapacities=[
                     {"VariantName": v, "DesiredWeight": float(w)} for v, w in weights.items()])
+        _guard.claim(c, cur, self.progress)
         self.progress(f"{name}: weights " + ", ".join(f"{v}={w}" for v, w in weights.items()))
         if wait:
             try:
