@@ -61,10 +61,11 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_to_ping(client: Any, image: str, workers: int | None) -> float:
+def start_to_ping(client: Any, image: str, workers: int | None, preload: str = "auto") -> float:
     """Seconds from ``docker run`` (API call) to the first ``/ping`` 200."""
     port = _free_port()
-    env = {"MLDEPLOY_HOST": "127.0.0.1", "SAGEMAKER_BIND_TO_PORT": str(port)}
+    env = {"MLDEPLOY_HOST": "127.0.0.1", "SAGEMAKER_BIND_TO_PORT": str(port),
+           "MLDEPLOY_PRELOAD": preload}
     if workers:
         env["SAGEMAKER_MODEL_SERVER_WORKERS"] = str(workers)
     started = time.monotonic()
@@ -105,10 +106,16 @@ def bench_engine(client: Any, engine: str, base: str, runs: int, wheel: str) -> 
         rebuilt = build_docker(str(changed), f"{name}-changed", **kw)
         row["rebuild_model_only_s"] = rebuilt.seconds
         client.images.remove(rebuilt.image_id, force=True)
-    for label, workers in (("ping_1_worker", 1), ("ping_default_workers", None)):
-        times = [start_to_ping(client, name, workers) for _ in range(runs)]
-        row[f"{label}_median_s"] = statistics.median(times)
-        row[f"{label}_best_s"] = min(times)
+    cases = [("ping_1_worker", 1, "auto"), ("ping_default_workers", None, "auto")]
+    if engine == "flask":  # the same image loading in each worker instead (before preload)
+        cases.append(("ping_default_workers_no_preload", None, "off"))
+    times: dict[str, list[float]] = {label: [] for label, _, _ in cases}
+    for _ in range(runs):  # interleaved, so a busy moment hits every case alike
+        for label, workers, preload in cases:
+            times[label].append(start_to_ping(client, name, workers, preload))
+    for label, values in times.items():
+        row[f"{label}_median_s"] = statistics.median(values)
+        row[f"{label}_best_s"] = min(values)
     return row
 
 
@@ -119,13 +126,17 @@ def table(rows: list[dict[str, Any]]) -> str:
             ("build cached s", "build_cached_s", "{:.1f}"),
             ("model-only rebuild s", "rebuild_model_only_s", "{:.1f}"),
             ("start→/ping 1 worker s (median/best)", "ping_1_worker", None),
-            ("start→/ping default workers s (median/best)", "ping_default_workers", None)]
+            ("start→/ping default workers s (median/best)", "ping_default_workers", None),
+            ("same, MLDEPLOY_PRELOAD=off s (median/best)", "ping_default_workers_no_preload",
+             None)]
     lines = ["| " + " | ".join(c[0] for c in cols) + " |",
              "|" + "|".join("---" for _ in cols) + "|"]
     for row in rows:
         cells = []
         for _, key, fmt in cols:
-            if fmt is None:
+            if fmt is None and key + "_median_s" not in row:
+                cells.append("–")
+            elif fmt is None:
                 cells.append(f"{row[key + '_median_s']:.2f} / {row[key + '_best_s']:.2f}")
             else:
                 cells.append(fmt.format(row[key]))
@@ -155,6 +166,8 @@ def main() -> None:
         for engine in args.engines.split(","):
             rows.append(bench_engine(client, engine.strip(), base, args.runs, wheel))
             print(f"# {engine} done", file=sys.stderr)
+        load = open("/proc/loadavg").read().split()[0]
+        print(f"# load average {load} at the end", file=sys.stderr)
         print(table(rows))
         if args.json:
             Path(args.json).write_text(json.dumps(rows, indent=2))
