@@ -86,6 +86,16 @@ def start_to_ping(client: Any, image: str, workers: int | None, preload: str = "
         container.remove(force=True)
 
 
+def cpu_probe() -> float:
+    """Seconds for a fixed pure-Python loop: this VM's CPU speed varies by up to ±30 % from one
+    minute to the next, so every table says how fast the machine was while it was measured."""
+    started = time.perf_counter()
+    total = 0
+    for i in range(5_000_000):
+        total += i
+    return time.perf_counter() - started
+
+
 def bench_engine(client: Any, engine: str, base: str, runs: int, wheel: str) -> dict[str, Any]:
     from mldeploy import example_model_path
     from mldeploy.container.image import build_docker
@@ -161,13 +171,13 @@ def main() -> None:
         wheel = str(mldeploy_wheel(default_cache_dir()))
         load = open("/proc/loadavg").read().split()[0]
         print(f"# base image {base}; {args.runs} runs per start measurement; "
-              f"load average {load} at start", file=sys.stderr)
+              f"load average {load} at start; CPU probe {cpu_probe():.2f} s", file=sys.stderr)
         rows = []
         for engine in args.engines.split(","):
             rows.append(bench_engine(client, engine.strip(), base, args.runs, wheel))
             print(f"# {engine} done", file=sys.stderr)
         load = open("/proc/loadavg").read().split()[0]
-        print(f"# load average {load} at the end", file=sys.stderr)
+        print(f"# load average {load} at the end; CPU probe {cpu_probe():.2f} s", file=sys.stderr)
         print(table(rows))
         if args.json:
             Path(args.json).write_text(json.dumps(rows, indent=2))
