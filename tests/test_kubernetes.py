@@ -12,6 +12,8 @@ pytest.importorskip("kmock", reason="kmock (the in-memory Kubernetes API) is not
 pytest.importorskip("kubernetes", reason="the kubernetes client is not installed")
 pytest.importorskip("kubernetes_validate", reason="kubernetes-validate is not installed")
 
+from kube_support import BASE, BODY, MODEL, make  # noqa: E402
+
 from mldeploy.errors import (  # noqa: E402
     ConfigError,
     DeploymentExistsError,
@@ -22,27 +24,8 @@ from mldeploy.errors import (  # noqa: E402
     UsageError,
 )
 from mldeploy.plugins.kubernetes import KubernetesPlan, KubernetesTarget  # noqa: E402
-from mldeploy.plugins.kubernetes.testing import FakeCluster  # noqa: E402
 from mldeploy.target import Action, DeployMode, Status  # noqa: E402
-from mldeploy.testing.conformance import TargetConformance, example_model_dir  # noqa: E402
-
-BASE = {"registry": "registry.test/ml", "poll_interval_seconds": 0.01, "timeout_seconds": 10}
-MODEL = str(example_model_dir())
-BODY = (example_model_dir() / "serving_input_example.json").read_bytes()
-
-
-@pytest.fixture
-def cluster():
-    with FakeCluster() as c:
-        yield c
-
-
-def make(cluster, **config):
-    events = []
-    target = KubernetesTarget({**BASE, **config}, clients=cluster.clients(),
-                              progress=events.append)
-    target.events = events
-    return target
+from mldeploy.testing.conformance import TargetConformance  # noqa: E402
 
 
 class TestKubernetesConformance(TargetConformance):

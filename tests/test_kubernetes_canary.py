@@ -4,7 +4,6 @@ drops it, ``invoke --variant`` reaches one variant, ``delete`` removes both."""
 
 from __future__ import annotations
 
-import shutil
 from collections import Counter
 
 import pytest
@@ -12,35 +11,19 @@ import pytest
 pytest.importorskip("kmock", reason="kmock (the in-memory Kubernetes API) is not installed")
 pytest.importorskip("kubernetes", reason="the kubernetes client is not installed")
 
+import kube_support as kube  # noqa: E402
+from kube_support import BODY, MODEL  # noqa: E402
+
 from mldeploy.errors import DeploymentFailedError, UsageError  # noqa: E402
-from mldeploy.plugins.kubernetes import KubernetesTarget  # noqa: E402
 from mldeploy.plugins.kubernetes._traffic import replicas_for  # noqa: E402
-from mldeploy.plugins.kubernetes.testing import FakeCluster  # noqa: E402
 from mldeploy.target import DeployMode, Status  # noqa: E402
-from mldeploy.testing.conformance import example_model_dir  # noqa: E402
 
-BASE = {"registry": "registry.test/ml", "poll_interval_seconds": 0.01, "timeout_seconds": 10,
-        "autoscale": "false", "min_replicas": "4", "max_replicas": "8", "canary_weight": "0.2"}
-MODEL = str(example_model_dir())
-BODY = (example_model_dir() / "serving_input_example.json").read_bytes()
-
-
-@pytest.fixture
-def cluster():
-    with FakeCluster() as c:
-        yield c
-
-
-@pytest.fixture
-def model2(tmp_path):
-    dst = tmp_path / "model2"
-    shutil.copytree(MODEL, dst)
-    (dst / "NOTES.txt").write_text("the canary\n")
-    return str(dst)
+BASE = {**kube.BASE, "autoscale": "false", "min_replicas": "4", "max_replicas": "8",
+        "canary_weight": "0.2"}
 
 
 def make(cluster, **config):
-    return KubernetesTarget({**BASE, **config}, clients=cluster.clients())
+    return kube.make(cluster, BASE, **config)
 
 
 def pods_by_variant(cluster):

@@ -6,54 +6,26 @@ that fails restores every object exactly."""
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 
 pytest.importorskip("kmock", reason="kmock (the in-memory Kubernetes API) is not installed")
 pytest.importorskip("kubernetes", reason="the kubernetes client is not installed")
 pytest.importorskip("kubernetes_validate", reason="kubernetes-validate is not installed")
 
+from kube_support import BODY, MODEL, make  # noqa: E402
+
 from mldeploy.errors import (  # noqa: E402
     ConfigError,
     DeploymentExistsError,
     DeploymentFailedError,
 )
-from mldeploy.plugins.kubernetes import KubernetesTarget  # noqa: E402
 from mldeploy.plugins.kubernetes._client import Kube  # noqa: E402
 from mldeploy.plugins.kubernetes._ops import SYSTEM_ANNOTATIONS  # noqa: E402
 from mldeploy.plugins.kubernetes.errors import ApiError  # noqa: E402
-from mldeploy.plugins.kubernetes.testing import FakeCluster  # noqa: E402
 from mldeploy.target import Action, DeployMode, Status  # noqa: E402
-from mldeploy.testing.conformance import example_model_dir  # noqa: E402
 
-BASE = {"registry": "registry.test/ml", "poll_interval_seconds": 0.01, "timeout_seconds": 10}
-MODEL = str(example_model_dir())
-BODY = (example_model_dir() / "serving_input_example.json").read_bytes()
 KINDS = ("Deployment", "PodDisruptionBudget", "HorizontalPodAutoscaler", "Service")
 SIDE = KINDS[1:]
-
-
-@pytest.fixture
-def cluster():
-    with FakeCluster(time_scale=0.05) as c:
-        yield c
-
-
-@pytest.fixture
-def model2(tmp_path):
-    dst = tmp_path / "model2"
-    shutil.copytree(MODEL, dst)
-    (dst / "NOTES.txt").write_text("second model\n")
-    return str(dst)
-
-
-def make(cluster, **config):
-    events = []
-    target = KubernetesTarget({**BASE, **config}, clients=cluster.clients(),
-                              progress=events.append)
-    target.events = events
-    return target
 
 
 def stored(cluster, kind):

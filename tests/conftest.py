@@ -1,0 +1,28 @@
+"""Fixtures shared by several test modules of tests/ (the model fixtures are in the root
+conftest.py)."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+
+@pytest.fixture
+def cluster():
+    """A fake Kubernetes cluster (kmock API server + controllers), 20x faster than real time."""
+    from mldeploy.plugins.kubernetes.testing import FakeCluster
+
+    with FakeCluster(time_scale=0.05) as c:
+        yield c
+
+
+@pytest.fixture
+def model2(tmp_path):
+    """The example model with one more file: another model version."""
+    from mldeploy.testing.conformance import example_model_dir
+
+    dst = tmp_path / "model2"
+    shutil.copytree(example_model_dir(), dst)
+    (dst / "NOTES.txt").write_text("second model\n")
+    return str(dst)
