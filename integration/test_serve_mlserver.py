@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import importlib.util
+import socket
 import time
 
 import pytest
 import requests
-from test_serve import _example_frame, serve  # noqa: I001  (sibling test module)
+from test_serve import _example_frame, free_ports, serve  # noqa: I001  (sibling test module)
 
 pytestmark = [
     pytest.mark.integration,
@@ -20,7 +21,7 @@ pytestmark = [
 
 def test_mlserver_engine_serves_the_same_contract(tmp_path, example_model):
     frame = _example_frame(example_model)
-    with serve(tmp_path, example_model, "--engine", "mlserver") as server:
+    with serve(tmp_path, example_model, "--engine", "mlserver", port=free_ports(3)) as server:
         server.wait_ready(90)
         ok = server.invoke({"dataframe_split": frame.to_dict(orient="split")})
         assert ok.status_code == 200 and ok.json() == {"predictions": [1, 1, 0]}
@@ -47,7 +48,7 @@ def test_mlserver_engine_serves_the_same_contract(tmp_path, example_model):
 
 
 def test_mlserver_engine_ping_is_503_until_loaded(tmp_path, slow_model):
-    with serve(tmp_path, slow_model, "--engine", "mlserver",
+    with serve(tmp_path, slow_model, "--engine", "mlserver", port=free_ports(3),
                env={"MLDEPLOY_TEST_LOAD_SLEEP": "3"}) as server:
         seen = []
         for _ in range(600):
@@ -64,7 +65,7 @@ def test_mlserver_v2_parameters_reach_the_model_as_params(tmp_path, mixed_model)
     rows = {"name": ["a", "b"], "count": [1, 2], "flag": [True, False]}
     types = {"name": "BYTES", "count": "INT64", "flag": "BOOL"}
     inputs = [{"name": k, "shape": [2], "datatype": types[k], "data": v} for k, v in rows.items()]
-    with serve(tmp_path, mixed_model, "--engine", "mlserver") as server:
+    with serve(tmp_path, mixed_model, "--engine", "mlserver", port=free_ports(3)) as server:
         server.wait_ready(90)
         url = f"{server.url}/v2/models/model/infer"
         scaled = requests.post(url, timeout=30, json={"inputs": inputs,
@@ -75,3 +76,14 @@ def test_mlserver_v2_parameters_reach_the_model_as_params(tmp_path, mixed_model)
     assert scaled.status_code == 200 and plain.status_code == 200, (scaled.text, plain.text)
     assert "2.5" in str(scaled.json()["outputs"]) and "2.5" not in str(plain.json()["outputs"])
     assert wrong.status_code == 400, wrong.text
+
+
+def test_mlserver_engine_says_which_port_is_taken(tmp_path, example_model):
+    port = free_ports(3)
+    with socket.socket() as squatter:  # someone else holds the gRPC port (--port + 1)
+        squatter.bind(("127.0.0.1", port + 1))
+        squatter.listen()
+        with serve(tmp_path, example_model, "--engine", "mlserver", port=port) as server:
+            assert server.proc.wait(60) == 2
+    log = server.log.read_text()
+    assert f"in use: {port + 1}" in log and "Traceback" not in log
