@@ -355,3 +355,15 @@ def test_sigterm_does_not_wait_for_idle_keep_alive_connections(tmp_path, example
         server.proc.send_signal(signal.SIGTERM)
         # the graceful timeout is 25 s; an idle client must not hold the shutdown for it
         assert server.proc.wait(12) == 0
+
+
+def test_a_taken_port_is_one_error_line_and_exit_code_2(tmp_path, example_model):
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        port = squatter.getsockname()[1]
+        with serve(tmp_path, example_model, port=port) as server:
+            assert server.proc.wait(30) == 2
+    log = server.log.read_text()
+    assert f"port {port} on 127.0.0.1 is in use by another process" in log
+    assert "Traceback" not in log and "gunicorn" not in log  # failed before starting it

@@ -86,4 +86,4 @@ def test_mlserver_engine_says_which_port_is_taken(tmp_path, example_model):
         with serve(tmp_path, example_model, "--engine", "mlserver", port=port) as server:
             assert server.proc.wait(60) == 2
     log = server.log.read_text()
-    assert f"in use: {port + 1}" in log and "Traceback" not in log
+    assert f"port {port + 1} on 127.0.0.1 is in use" in log and "Traceback" not in log

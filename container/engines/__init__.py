@@ -5,12 +5,15 @@
 
 from __future__ import annotations
 
+import errno
 import logging
+import socket
 import sys
 
 from ..settings import ServerSettings
 
 LOG_FORMAT = "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
+_log = logging.getLogger("mldeploy.container")
 
 
 def configure_logging(level: str) -> None:
@@ -24,9 +27,42 @@ def configure_logging(level: str) -> None:
     root.propagate = False
 
 
+def ports(settings: ServerSettings) -> tuple[int, ...]:
+    """The ports the engine listens on: flask ``port``; mlserver also gRPC on ``port + 1`` and
+    metrics on ``port + 2``."""
+    if settings.engine == "mlserver":
+        return (settings.port, settings.port + 1, settings.port + 2)
+    return (settings.port,)
+
+
+def busy_ports(host: str, wanted: tuple[int, ...]) -> list[int]:
+    """The ports of ``wanted`` another process already listens on at ``host`` (a bind test,
+    released at once; the engine binds them a moment later)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    busy = []
+    for port in wanted:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((host, port))
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE:
+                    raise
+                busy.append(port)
+    return busy
+
+
 def run(settings: ServerSettings) -> int:
-    """Run the configured engine; returns the exit code."""
+    """Run the configured engine; returns the exit code (2: a port it needs is taken)."""
     configure_logging(settings.log_level)
+    busy = busy_ports(settings.host, ports(settings))
+    if busy:
+        extra = " (the mlserver engine also needs --port + 1 for gRPC and + 2 for metrics)" \
+            if settings.engine == "mlserver" else ""
+        _log.error("port %s on %s is in use by another process%s: stop it or choose another "
+                   "--port / SAGEMAKER_BIND_TO_PORT", ", ".join(map(str, busy)), settings.host,
+                   extra)
+        return 2
     if settings.engine == "flask":
         from .flask import run as run_flask
 

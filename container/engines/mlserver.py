@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import errno
 import logging
-import socket
 from typing import Any
 
 from ..settings import ServerSettings
@@ -33,13 +31,6 @@ def run(settings: ServerSettings) -> int:
         return 2
     from ._mlserver_runtime import MldeployRuntime
 
-    busy = busy_ports(settings.host, (settings.port, settings.port + 1, settings.port + 2))
-    if busy:
-        _log.error("engine 'mlserver' needs ports %d (HTTP), %d (gRPC) and %d (metrics) on %s; "
-                   "in use: %s. Choose another --port / SAGEMAKER_BIND_TO_PORT",
-                   settings.port, settings.port + 1, settings.port + 2, settings.host,
-                   ", ".join(map(str, busy)))
-        return 2
     server_settings = Settings(
         host=settings.host,
         http_port=settings.port,
@@ -65,23 +56,6 @@ def run(settings: ServerSettings) -> int:
     except KeyboardInterrupt:
         return 0
     return 0
-
-
-def busy_ports(host: str, ports: tuple[int, ...]) -> list[int]:
-    """The ``ports`` of ``host`` another process already listens on (a bind test, released at
-    once; MLServer binds them a moment later)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    busy = []
-    for port in ports:
-        with socket.socket(family, socket.SOCK_STREAM) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                probe.bind((host, port))
-            except OSError as exc:
-                if exc.errno != errno.EADDRINUSE:
-                    raise
-                busy.append(port)
-    return busy
 
 
 def settings_from_extra(extra: dict[str, Any] | None) -> ServerSettings:
