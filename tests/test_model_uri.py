@@ -342,6 +342,30 @@ def test_materialize_removes_the_download_when_the_block_exits(store, tmpdir_roo
     assert list(tmpdir_root.iterdir()) == []
 
 
+def test_sigterm_during_the_download_exits_and_removes_it(store, tmpdir_root, monkeypatch):
+    import signal
+
+    import mldeploy.model_uri as mu
+
+    real = mu._download
+
+    def interrupted(target, dst):
+        real(target, dst)  # a partial download is on disk when the signal arrives
+        assert any(tmpdir_root.iterdir())
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)
+        raise AssertionError("SIGTERM did not interrupt the download")
+
+    monkeypatch.setattr(mu, "_download", interrupted)
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(SystemExit) as info:
+        with materialize(f"runs:/{store.run_id}/model", tracking_uri=store.uri):
+            raise AssertionError("the block must not run")
+    assert info.value.code == 143
+    assert list(tmpdir_root.iterdir()) == []
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
 def test_materialize_removes_a_failed_download(store, tmpdir_root):
     with pytest.raises(ModelNotFoundError), materialize("models:/clf/9", tracking_uri=store.uri):
         pass

@@ -16,7 +16,9 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import signal
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -85,9 +87,9 @@ def materialize(
     A local path or ``file:`` URI is yielded in place and never modified or removed. Anything
     else is downloaded (as ``resolve_model_uri`` does) into a fresh temporary directory that is
     removed when the block exits, however it exits (return, exception, ``SystemExit``), and
-    also when the download fails. Only the process that entered the block removes it: a forked
-    child (a server worker) leaving the block leaves the directory to its parent. Raises what
-    ``resolve_model_uri`` raises.
+    also when the download fails or a SIGTERM interrupts it (then ``SystemExit(143)``). Only the
+    process that entered the block removes it: a forked child (a server worker) leaving the
+    block leaves the directory to its parent. Raises what ``resolve_model_uri`` raises.
     """
     found = _parse(uri, tracking_uri, registry_uri)
     if isinstance(found, Path):
@@ -95,11 +97,32 @@ def materialize(
         return
     owner, tmp = os.getpid(), _temp_dir()
     try:
-        yield _download(found, tmp)
+        with _sigterm_exits():
+            local = _download(found, tmp)
+        yield local
     finally:
         if os.getpid() == owner:
             shutil.rmtree(tmp, ignore_errors=True)
             _logger.debug("removed the model download %s", tmp)
+
+
+@contextmanager
+def _sigterm_exits() -> Iterator[None]:
+    """While downloading: SIGTERM raises ``SystemExit(143)`` (so the partial download is removed
+    on the way out) instead of killing the process. Main thread only; the previous handler is
+    restored afterwards."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def _exit(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, _exit)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
 def _parse(uri, tracking_uri: str | None, registry_uri: str | None) -> Path | Target:
