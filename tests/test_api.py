@@ -231,3 +231,23 @@ def test_cli_raises_mldeploy_errors_for_the_bridge(registered, cli):
     assert isinstance(r.exception, DeploymentExistsError)
     r = cli("traffic", "-t", "memory", "-n", "c2", "-w", "ghost=1")
     assert isinstance(r.exception, MldeployError) and "ghost" in str(r.exception)
+
+
+def test_cli_bridge_names_what_a_failed_deploy_left_behind(monkeypatch, capsys):
+    from mldeploy import cli as cli_module
+    from mldeploy.errors import DeploymentFailedError
+
+    def fail(**_kw):
+        raise DeploymentFailedError("replace of churn failed: the new pods crashed",
+                                    hint="the old version keeps serving",
+                                    cleaned=["Deployment churn-canary"],
+                                    leftover=["Service churn-canary", "ConfigMap churn-x"])
+
+    monkeypatch.setattr(cli_module.cli, "main", fail)
+    with pytest.raises(SystemExit) as info:
+        cli_module.main(["deploy"])
+    err = capsys.readouterr().err.splitlines()
+    assert info.value.code == 1
+    assert err == ["error: replace of churn failed: the new pods crashed — the old version keeps "
+                   "serving",
+                   "left behind (remove by hand): Service churn-canary, ConfigMap churn-x"]

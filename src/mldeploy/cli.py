@@ -1,7 +1,8 @@
 """The ``mldeploy`` command: a thin layer over the Python API with one error bridge.
 
-Every :class:`~mldeploy.errors.MldeployError` becomes one readable line on stderr and the error's
-exit code (2 for bad input, 1 otherwise); no traceback reaches the user unless ``--debug``.
+Every :class:`~mldeploy.errors.MldeployError` becomes one readable line on stderr (plus one naming
+what a failed deployment left behind, when it could not remove everything) and the error's exit
+code (2 for bad input, 1 otherwise); no traceback reaches the user unless ``--debug``.
 """
 
 from __future__ import annotations
@@ -100,6 +101,19 @@ def _register_optional_commands() -> None:
                 cli.add_command(command)
 
 
+def error_lines(exc: MldeployError) -> list[str]:
+    """What the CLI prints for ``exc``: one line (message — hint), and for a failed deployment
+    that could not remove everything it made, one more naming what is left, to remove by hand."""
+    line = f"error: {exc.message}"
+    if exc.hint:
+        line += f" — {exc.hint}"
+    lines = [line]
+    leftover = getattr(exc, "leftover", None)
+    if leftover:
+        lines.append(f"left behind (remove by hand): {', '.join(map(str, leftover))}")
+    return lines
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the ``mldeploy`` script: the one error bridge."""
     _register_optional_commands()
@@ -118,10 +132,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         exc.show()
         sys.exit(exc.exit_code)
     except MldeployError as exc:
-        line = f"error: {exc.message}"
-        if exc.hint:
-            line += f" — {exc.hint}"
-        click.echo(line, err=True)
+        for line in error_lines(exc):
+            click.echo(line, err=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
