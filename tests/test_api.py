@@ -250,4 +250,7 @@ def test_cli_bridge_names_what_a_failed_deploy_left_behind(monkeypatch, capsys):
     assert info.value.code == 1
     assert err == ["error: replace of churn failed: the new pods crashed — the old version keeps "
                    "serving",
-                   "left behind (remove by hand): Service churn-canary, ConfigMap churn-x"]
+                   "not undone, see to it by hand: Service churn-canary, ConfigMap churn-x"]
+    # a plugin whose hint already names them: no second copy
+    hinted = DeploymentFailedError("failed", hint="remove Service a by hand", leftover=["Service a"])
+    assert cli_module.error_lines(hinted) == ["error: failed — remove Service a by hand"]

@@ -103,14 +103,14 @@ def _register_optional_commands() -> None:
 
 def error_lines(exc: MldeployError) -> list[str]:
     """What the CLI prints for ``exc``: one line (message — hint), and for a failed deployment
-    that could not remove everything it made, one more naming what is left, to remove by hand."""
+    that could not undo everything, one more naming what is left (unless the line names it)."""
     line = f"error: {exc.message}"
     if exc.hint:
         line += f" — {exc.hint}"
     lines = [line]
-    leftover = getattr(exc, "leftover", None)
-    if leftover:
-        lines.append(f"left behind (remove by hand): {', '.join(map(str, leftover))}")
+    leftover = [str(item) for item in getattr(exc, "leftover", None) or ()]
+    if leftover and not all(item in line for item in leftover):
+        lines.append(f"not undone, see to it by hand: {', '.join(leftover)}")
     return lines
 
 
