@@ -252,5 +252,6 @@ def test_cli_bridge_names_what_a_failed_deploy_left_behind(monkeypatch, capsys):
                    "serving",
                    "not undone, see to it by hand: Service churn-canary, ConfigMap churn-x"]
     # a plugin whose hint already names them: no second copy
-    hinted = DeploymentFailedError("failed", hint="remove Service a by hand", leftover=["Service a"])
+    hinted = DeploymentFailedError("failed", hint="remove Service a by hand",
+                                   leftover=["Service a"])
     assert cli_module.error_lines(hinted) == ["error: failed — remove Service a by hand"]
