@@ -22,6 +22,8 @@ from typing import Any
 
 import pytest
 
+from mldeploy.testing.aws import free_port
+
 REPO = Path(__file__).resolve().parents[1]
 DOCKERD_ARGS = ["--bridge=none", "--iptables=false", "--ip-masq=false"]
 DOCKER_PIDFILE = Path("/var/run/docker.pid")
@@ -139,14 +141,6 @@ def base_image(docker_engine: Any) -> str:
     return proc.stdout.strip().splitlines()[-1]
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="session")
 def local_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A Docker registry (Debian's docker-registry, distribution 2.x) on 127.0.0.1; yields
@@ -159,7 +153,7 @@ def local_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         if reason or binary is None:
             pytest.skip(f"no docker-registry binary: {reason or 'not installed'}")
     root = tmp_path_factory.mktemp("registry")
-    port = _free_port()
+    port = free_port()
     config = root / "config.yml"
     config.write_text(
         "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n"

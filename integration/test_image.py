@@ -26,6 +26,7 @@ from mldeploy.container.image import build_docker, push_image
 from mldeploy.container.image.options import BuildResult
 from mldeploy.container.image.requirements import read_model
 from mldeploy.errors import BuildError, ConfigError
+from mldeploy.testing.aws import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1200)]
 
@@ -33,14 +34,6 @@ EXAMPLE = Path(example_model_path())
 MODEL_IMAGE = "mldeploy-it/classifier:test"
 GENERIC_IMAGE = "mldeploy-it/generic:test"
 SIZE_LIMIT = 450_000_000  # issue #3: image <= 450 MB for a scikit-learn model, flask engine
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _request_body() -> dict[str, Any]:
@@ -89,7 +82,7 @@ def model_image(docker_engine: Any, build: Any) -> BuildResult:
 def running(client: Any, image: str, *, port: int | None = None, **kwargs: Any,
             ) -> Iterator[tuple[Any, str]]:
     """Run ``image serve`` on the host network bound to 127.0.0.1; yield (container, url)."""
-    port = port or _free_port()
+    port = port or free_port()
     env = {"MLDEPLOY_HOST": "127.0.0.1", "SAGEMAKER_BIND_TO_PORT": str(port),
            "SAGEMAKER_MODEL_SERVER_WORKERS": "1", **kwargs.pop("environment", {})}
     container = client.containers.run(image, ["serve"], detach=True, network_mode="host",
@@ -307,7 +300,7 @@ def test_mlserver_image_meets_the_same_contract(docker_engine: Any, build: Any) 
     result = build(str(EXAMPLE), "mldeploy-it/classifier-mlserver:test", engine="mlserver")
     assert result.labels["io.mldeploy.engine"] == "mlserver"
     assert any(r.startswith("mlserver==1.7.1") for r in result.requirements)
-    port = _free_port()  # MLServer also binds port+1 (gRPC) and port+2 (metrics)
+    port = free_port(3)  # MLServer also binds port+1 (gRPC) and port+2 (metrics)
     with running(docker_engine, "mldeploy-it/classifier-mlserver:test", port=port) as (c, url):
         _wait_ping(c, url)
         resp = requests.post(f"{url}/invocations", json=_request_body(), timeout=30)

@@ -18,37 +18,11 @@ import pandas as pd
 import pytest
 import requests
 
+from mldeploy.testing.aws import free_port
+
 pytestmark = pytest.mark.integration
 
 MLDEPLOY = str(Path(sys.executable).with_name("mldeploy"))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def free_ports(count: int) -> int:
-    """The first of ``count`` consecutive free ports, below the kernel's ephemeral range (so an
-    outgoing connection cannot take one of them before the server binds)."""
-    import random
-
-    for _ in range(200):
-        first = random.randrange(20000, 32000 - count)
-        socks = []
-        try:
-            for port in range(first, first + count):
-                s = socket.socket()
-                socks.append(s)
-                s.bind(("127.0.0.1", port))
-            return first
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError(f"no {count} consecutive free ports")
 
 
 class Server:
@@ -61,6 +35,21 @@ class Server:
             return requests.get(f"{self.url}/ping", timeout=2).status_code
         except requests.ConnectionError:
             return 0
+
+    def pings_until_ready(self, timeout: float = 60,
+                          headers: dict | None = None) -> list[requests.Response]:
+        """Every answer to ``GET /ping`` (refused connections skipped) up to the first 200."""
+        seen: list[requests.Response] = []
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                seen.append(requests.get(f"{self.url}/ping", timeout=2, headers=headers))
+            except requests.ConnectionError:
+                pass
+            if seen and seen[-1].status_code == 200:
+                break
+            time.sleep(0.05)
+        return seen
 
     def wait_ready(self, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
@@ -80,7 +69,7 @@ class Server:
 @contextmanager
 def serve(tmp_path: Path, model: Path, *args: str, env: dict | None = None, cmd=None,
           port: int | None = None):
-    port = port or _free_port()
+    port = port or free_port()
     log = tmp_path / f"serve-{port}.log"
     full_env = {**os.environ, **(env or {})}
     command = cmd or [MLDEPLOY, "serve", "-m", str(model), "--host", "127.0.0.1",
@@ -138,15 +127,7 @@ def test_predictions_equal_in_process_predictions(tmp_path, example_model):
 def test_ping_is_503_until_the_model_is_loaded(tmp_path, slow_model):
     with serve(tmp_path, slow_model, "--workers", "1",
                env={"MLDEPLOY_TEST_LOAD_SLEEP": "3"}) as server:
-        seen = []
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            code = server.ping()
-            if code:
-                seen.append(code)
-            if code == 200:
-                break
-            time.sleep(0.05)
+        seen = [r.status_code for r in server.pings_until_ready()]
         assert 503 in seen, seen
         assert seen[-1] == 200
         assert set(seen) <= {503, 200}
@@ -262,21 +243,10 @@ def test_sigterm_drains_an_in_flight_request(tmp_path, slow_model):
 def test_preload_loads_once_before_forking_while_a_child_answers_503(tmp_path, slow_model):
     env = {"MLDEPLOY_TEST_LOAD_SLEEP": "2", "MLDEPLOY_PRELOAD": "on"}
     with serve(tmp_path, slow_model, "--workers", "2", env=env) as server:
-        deadline, seen, not_ready = time.monotonic() + 60, [], None
-        while time.monotonic() < deadline:
-            try:
-                response = requests.get(f"{server.url}/ping", timeout=2,
-                                        headers={"X-Request-Id": "probe-1"})
-            except requests.ConnectionError:
-                time.sleep(0.02)
-                continue
-            seen.append(response.status_code)
-            if response.status_code == 503 and not_ready is None:
-                not_ready = response
-            if response.status_code == 200:
-                break
-            time.sleep(0.02)
+        answers = server.pings_until_ready(headers={"X-Request-Id": "probe-1"})
+        seen = [r.status_code for r in answers]
         assert seen[-1] == 200 and 503 in seen, seen
+        not_ready = answers[seen.index(503)]
         assert not_ready.json()["error_code"] == "MODEL_NOT_READY"
         assert not_ready.json()["request_id"] == "probe-1"
         assert not_ready.headers["X-Request-Id"] == "probe-1"
@@ -318,7 +288,7 @@ def test_model_that_fails_warm_up_stops_the_server(tmp_path, broken_example_mode
 
 
 def test_container_entry_point_reads_sagemaker_environment(tmp_path, example_model):
-    port = _free_port()
+    port = free_port()
     env = {
         "MLDEPLOY_MODEL_URI": str(example_model),
         "MLDEPLOY_HOST": "127.0.0.1",

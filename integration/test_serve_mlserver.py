@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import importlib.util
 import socket
-import time
 
 import pytest
 import requests
-from test_serve import _example_frame, free_ports, serve  # noqa: I001  (sibling test module)
+from test_serve import _example_frame, serve  # noqa: I001  (sibling test module)
+
+from mldeploy.testing.aws import free_port
 
 pytestmark = [
     pytest.mark.integration,
@@ -21,7 +22,7 @@ pytestmark = [
 
 def test_mlserver_engine_serves_the_same_contract(tmp_path, example_model):
     frame = _example_frame(example_model)
-    with serve(tmp_path, example_model, "--engine", "mlserver", port=free_ports(3)) as server:
+    with serve(tmp_path, example_model, "--engine", "mlserver", port=free_port(3)) as server:
         server.wait_ready(90)
         ok = server.invoke({"dataframe_split": frame.to_dict(orient="split")})
         assert ok.status_code == 200 and ok.json() == {"predictions": [1, 1, 0]}
@@ -48,16 +49,9 @@ def test_mlserver_engine_serves_the_same_contract(tmp_path, example_model):
 
 
 def test_mlserver_engine_ping_is_503_until_loaded(tmp_path, slow_model):
-    with serve(tmp_path, slow_model, "--engine", "mlserver", port=free_ports(3),
+    with serve(tmp_path, slow_model, "--engine", "mlserver", port=free_port(3),
                env={"MLDEPLOY_TEST_LOAD_SLEEP": "3"}) as server:
-        seen = []
-        for _ in range(600):
-            code = server.ping()
-            if code:
-                seen.append(code)
-            if code == 200:
-                break
-            time.sleep(0.05)
+        seen = [r.status_code for r in server.pings_until_ready(timeout=30)]
         assert 503 in seen and seen[-1] == 200
 
 
@@ -65,7 +59,7 @@ def test_mlserver_v2_parameters_reach_the_model_as_params(tmp_path, mixed_model)
     rows = {"name": ["a", "b"], "count": [1, 2], "flag": [True, False]}
     types = {"name": "BYTES", "count": "INT64", "flag": "BOOL"}
     inputs = [{"name": k, "shape": [2], "datatype": types[k], "data": v} for k, v in rows.items()]
-    with serve(tmp_path, mixed_model, "--engine", "mlserver", port=free_ports(3)) as server:
+    with serve(tmp_path, mixed_model, "--engine", "mlserver", port=free_port(3)) as server:
         server.wait_ready(90)
         url = f"{server.url}/v2/models/model/infer"
         scaled = requests.post(url, timeout=30, json={"inputs": inputs,
@@ -79,7 +73,7 @@ def test_mlserver_v2_parameters_reach_the_model_as_params(tmp_path, mixed_model)
 
 
 def test_mlserver_engine_says_which_port_is_taken(tmp_path, example_model):
-    port = free_ports(3)
+    port = free_port(3)
     with socket.socket() as squatter:  # someone else holds the gRPC port (--port + 1)
         squatter.bind(("127.0.0.1", port + 1))
         squatter.listen()

@@ -15,10 +15,30 @@ ENV_CLEARED = ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN", "AWS_S
                "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def free_port(consecutive: int = 1) -> int:
+    """A free port on 127.0.0.1; with ``consecutive`` > 1 the first of that many free ports in a
+    row (the mlserver engine binds ``port``, ``port + 1``, ``port + 2``), taken below the kernel's
+    ephemeral range so an outgoing connection cannot take one before the server binds."""
+    if consecutive == 1:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+    import random
+
+    for _ in range(200):
+        first = random.randrange(20000, 32000 - consecutive)
+        socks: list[socket.socket] = []
+        try:
+            for port in range(first, first + consecutive):
+                socks.append(socket.socket())
+                socks[-1].bind(("127.0.0.1", port))
+            return first
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError(f"no {consecutive} consecutive free ports on 127.0.0.1")
 
 
 def wait_http_ok(url: str, proc: Any = None, *, timeout: float = 60.0) -> bool:
