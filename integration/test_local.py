@@ -25,11 +25,11 @@ import pytest
 
 from mldeploy.errors import DeploymentFailedError
 from mldeploy.plugins.local import LocalTarget
-from mldeploy.plugins.local import _gateway_ctl as gw
 from mldeploy.plugins.local._client import ContainerSpec, Engine
 from mldeploy.plugins.local._resources import LABEL_HOME, home_id
 from mldeploy.target import Status
 from mldeploy.testing.conformance import TargetConformance, example_model_dir
+from mldeploy.testing.local import gateway_inventory, gateway_pids
 
 # an image build (first use of a model) can take minutes on a busy machine
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
@@ -61,7 +61,7 @@ def state_dir(tmp_path: Path, docker_engine: Any) -> Any:
     d = tmp_path / "state"
     yield d
     # whatever a failing test left: this state dir's gateways and containers only
-    for pid in _gateway_pids(d):
+    for pid in gateway_pids(d):
         os.kill(pid, signal.SIGKILL)
     for c in docker_engine.containers.list(all=True, filters={"label": f"{LABEL_HOME}="
                                                               f"{home_id(d)}"}):
@@ -75,19 +75,6 @@ def local(state_dir: Path, base_image: str, docker_engine: Any):
                             "memory": "2g", **config}, clients=docker_engine)
 
     return make
-
-
-def _gateway_pids(state_dir: Path) -> set[int]:
-    out = set()
-    for entry in Path("/proc").iterdir():
-        try:
-            cmd = (entry / "cmdline").read_bytes().split(b"\0") if entry.name.isdigit() else []
-        except OSError:
-            continue
-        if gw.MODULE.encode() in cmd and any(a.startswith(f"{state_dir}/".encode()) for a in cmd):
-            if gw.is_gateway_process(int(entry.name), Path(cmd[-2].decode()).stem):
-                out.add(int(entry.name))
-    return out
 
 
 def _running(docker_engine: Any, state_dir: Path) -> set[str]:
@@ -128,15 +115,7 @@ class TestLocalDockerConformance(TargetConformance):
     @pytest.fixture
     def inventory(self, docker_engine, state_dir):
         def now() -> set[str]:
-            ids = _running(docker_engine, state_dir)
-            store = LocalTarget({"state_dir": str(state_dir)}).store
-            known = set()
-            for name in store.names():
-                state = store.load(name)
-                if state is not None and gw.status(state) is not None:
-                    ids.add(state.url)
-                    known.add(state.gateway_pid)
-            return ids | {f"gateway-pid:{p}" for p in _gateway_pids(state_dir) - known}
+            return _running(docker_engine, state_dir) | gateway_inventory(state_dir)
 
         return now
 
@@ -290,12 +269,12 @@ def test_delete_leaves_nothing_running_and_a_restart_reads_as_stopped(local, doc
     os.kill(dep.details["gateway_pid"], signal.SIGKILL)
     container.stop(timeout=0)
     deadline = time.monotonic() + 10
-    while _gateway_pids(state_dir) and time.monotonic() < deadline:
+    while gateway_pids(state_dir) and time.monotonic() < deadline:
         time.sleep(0.05)
     got = t.get("gone")
     assert got.status is Status.OUT_OF_SERVICE and got.details["state"] == "stopped"
     assert "exited" in got.details["containers"][dep.resources[1].id]["state"]
     gone = t.delete("gone")
     assert gone.existed and {r.id for r in gone.removed} == {dep.resources[1].id}
-    assert _running(docker_engine, state_dir) == set() and _gateway_pids(state_dir) == set()
+    assert _running(docker_engine, state_dir) == set() and gateway_pids(state_dir) == set()
     assert t.list() == []

@@ -24,24 +24,9 @@ from mldeploy.plugins.local import LocalTarget
 from mldeploy.plugins.local import _gateway_ctl as gw
 from mldeploy.target import DeployMode, Status
 from mldeploy.testing.conformance import TargetConformance, example_model_dir
+from mldeploy.testing.local import gateway_inventory, gateway_pids
 
 REQUEST = (example_model_dir() / "serving_input_example.json").read_bytes()
-
-
-def gateway_pids(state_dir: Path) -> set[int]:
-    """Live gateway processes serving a state file under ``state_dir``."""
-    out = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmd = (entry / "cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if gw.MODULE.encode() in cmd and any(
-                    a.startswith(str(state_dir).encode() + b"/") for a in cmd):
-                if gw.is_gateway_process(int(entry.name), Path(cmd[-2].decode()).stem):
-                    out.add(int(entry.name))
-    return out
 
 
 @pytest.fixture
@@ -85,15 +70,7 @@ class TestLocalConformance(TargetConformance):
     def inventory(self, engine, state_dir):
         def now() -> set[str]:
             """Containers, live gateways of state files, and any other gateway process."""
-            ids = set(engine.containers)
-            store = LocalTarget({"state_dir": str(state_dir)}).store
-            known = set()
-            for name in store.names():
-                state = store.load(name)
-                if state is not None and gw.status(state) is not None:
-                    ids.add(state.url)
-                    known.add(state.gateway_pid)
-            return ids | {f"gateway-pid:{p}" for p in gateway_pids(state_dir) - known}
+            return set(engine.containers) | gateway_inventory(state_dir)
 
         return now
 
