@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -55,15 +54,11 @@ def _base_image() -> str:
     return out.stdout.strip().splitlines()[-1]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def start_to_ping(client: Any, image: str, workers: int | None, preload: str = "auto") -> float:
     """Seconds from ``docker run`` (API call) to the first ``/ping`` 200."""
-    port = _free_port()
+    from mldeploy.testing.aws import free_port
+
+    port = free_port()
     env = {"MLDEPLOY_HOST": "127.0.0.1", "SAGEMAKER_BIND_TO_PORT": str(port),
            "MLDEPLOY_PRELOAD": preload}
     if workers:
