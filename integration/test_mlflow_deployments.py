@@ -105,4 +105,4 @@ def test_mlflow_cli_drives_the_local_target(state_dir: Path, base_image: str, tm
         assert r.returncode == 0, r.stderr[-2000:]
     r = mlflow("list", "-t", "mldeploy-local", env=env)
     assert r.returncode == 0 and "churn" not in r.stdout
-    assert gateway_pids(state_dir) == []
+    assert gateway_pids(state_dir) == set()
