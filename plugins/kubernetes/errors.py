@@ -4,8 +4,6 @@ tracebacks) and say what to do next."""
 
 from __future__ import annotations
 
-import re
-
 from mldeploy.errors import (
     ConfigError,
     DeploymentExistsError,
@@ -13,16 +11,13 @@ from mldeploy.errors import (
     MldeployError,
     TargetError,
 )
-
-_SECRETS = re.compile(r"(?i)\b(bearer\s+\S+|(token|password|passwd|secret|authorization"
-                      r"|api[_-]?key)(\"?\s*[=:]\s*\"?)(bearer\s+)?\S+)")
-_USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
+from mldeploy.redact import redact
 
 
-def scrub(text: str, limit: int = 600) -> str:
-    """Remove credentials and cap the length of text from the cluster (messages, logs)."""
-    text = _USERINFO.sub("", _SECRETS.sub("[redacted]", str(text))).strip()
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+def scrub(text: object, limit: int = 600) -> str:
+    """Text from the cluster for a user (messages, logs): :func:`mldeploy.redact.redact`
+    clipped to ``limit``."""
+    return redact(text, limit)
 
 
 def strip_traceback(lines: list[str]) -> list[str]:

@@ -5,7 +5,7 @@ One behaviour everywhere:
 
 - a URL's user information becomes ``***@`` (``https://alice:s3cret@host/x`` ->
   ``https://***@host/x``), so the reader sees that credentials were given and where, never
-  which;
+  which; so does a bare ``user:password@host`` a message quotes;
 - the value after a secret-looking key (``password=``, ``token:``, ``aws_secret_access_key=``,
   ``Authorization: Bearer ...``, ``X-Amz-Signature=``) becomes ``[redacted]``, the key stays;
 - AWS access key ids (``AKIA...``, ``ASIA...``) and bare ``Bearer`` tokens become
@@ -28,7 +28,10 @@ USERINFO_MASK = "***@"
 
 # scheme://userinfo@ : the userinfo is everything up to the last "@" before the host's end.
 _USERINFO = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://)[^/?#\s@]*(?:@[^/?#\s@]*)*@")
-_SECRET_WORD = r"(?:password|passwd|pwd|secret|token|api[_-]?key|authorization|signature|credential)"
+_SECRET_WORD = (r"(?:password|passwd|pwd|secret|token|api[_-]?key|authorization|signature"
+                r"|credential)")
+# user:password@host outside a URL (a message quoting a URI's host part); not an image digest
+_BARE_USERINFO = re.compile(r"(?<![\w.:@-])[^\s/@:'\"]+:[^\s/@'\"]+@(?!sha\d+:)(?=[\w\[])")
 _KEY_VALUE = re.compile(
     rf"(?i)(\b[\w-]*{_SECRET_WORD}[\w-]*)"  # the key (kept)
     r"(\"?'?\s*[=:]\s*\"?'?)"  # = or : with optional quotes
@@ -44,6 +47,7 @@ def redact(text: object, limit: int | None = None) -> str:
     """``text`` with every credential masked (see the module), stripped and clipped to
     ``limit`` characters (``...`` marks a cut)."""
     out = _USERINFO.sub(lambda m: m.group(1) + USERINFO_MASK, str(text))
+    out = _BARE_USERINFO.sub(USERINFO_MASK, out)
     out = _KEY_VALUE.sub(lambda m: m.group(1) + m.group(2) + REDACTED, out)
     out = _BEARER.sub(lambda m: f"{m.group(1)} {REDACTED}", out)
     out = _AWS_KEY_ID.sub(REDACTED, out).strip()
