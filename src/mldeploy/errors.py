@@ -204,7 +204,8 @@ def map_exceptions(
 ) -> Iterator[None]:
     """Translate exceptions raised inside the block, as httpx's ``map_exceptions`` does:
     ``mapping`` maps exception types (or tuples of them) to a callable building the mldeploy
-    error from the exception (an error class taking the message works too). The most specific
+    error from the exception (or an :class:`MldeployError` class: it gets the exception's
+    redacted text as its message). The most specific
     matching type wins; an :class:`MldeployError` and anything unmapped pass through unchanged;
     the SDK's exception is not chained (its traceback is not the caller's business)."""
     try:
@@ -222,7 +223,12 @@ def map_exceptions(
                         best = (rank, build)
         if best is None:
             raise
-        raise best[1](exc) from None
+        build = best[1]
+        if isinstance(build, type) and issubclass(build, MldeployError):
+            from mldeploy.redact import redact
+
+            raise build(redact(exc, 500) or type(exc).__name__) from None
+        raise build(exc) from None
 
 
 __all__ = [
