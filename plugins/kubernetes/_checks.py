@@ -24,12 +24,14 @@ def parse_quantity(value: Any) -> Decimal:
     """A Kubernetes quantity (``500m``, ``2Gi``, ``1e3``, ``4``) as a Decimal, read by
     ``kubernetes.utils.parse_quantity``; ValueError if it is not one (a boolean or a float is
     not: the API server wants a string or an integer)."""
-    if isinstance(value, bool) or not isinstance(value, (str, int)):
+    text = value.strip() if isinstance(value, str) else value
+    if isinstance(value, bool) or not isinstance(value, (str, int)) or (
+            isinstance(text, str) and any(c.isspace() for c in text)):  # "2 Gi": the API refuses
         raise ValueError(f"{value!r} is not a quantity")
     from kubernetes.utils import parse_quantity as parse
 
     try:
-        return Decimal(parse(value.strip() if isinstance(value, str) else value))
+        return Decimal(parse(text))
     except (ValueError, ArithmeticError):
         raise ValueError(f"{value!r} is not a quantity") from None
 

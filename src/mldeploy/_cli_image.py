@@ -136,4 +136,4 @@ def push(image: str, to: str, region: str | None, no_create_repository: bool,
 
 COMMANDS = [build_docker, generate_dockerfile, push]
 
-__all__ = ["COMMANDS", "build_docker", "generate_dockerfile", "push"]
+__all__ = ["build_docker", "generate_dockerfile", "push"]

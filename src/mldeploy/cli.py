@@ -12,6 +12,7 @@ command line. ``click.testing.CliRunner`` exercises the bridge as the ``mldeploy
 from __future__ import annotations
 
 import os
+import sys
 import traceback
 from collections.abc import Sequence
 from typing import Any
@@ -147,8 +148,19 @@ _register()
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Entry point of the ``mldeploy`` script (exits with the command's code)."""
-    cli.main(args=None if argv is None else list(argv), prog_name="mldeploy")
+    """Entry point of the ``mldeploy`` script: returns on success, else exits with the code the
+    group's bridge (or click, for a usage error) chose."""
+    try:
+        code = cli.main(args=None if argv is None else list(argv), prog_name="mldeploy",
+                        standalone_mode=False)
+    except click.ClickException as exc:  # click's own usage errors: its message, code 2
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(INTERRUPTED)
+    if isinstance(code, int) and code:  # click returns an Exit's code here
+        sys.exit(code)
 
 
 __all__ = ["DEBUG_FLAG", "MldeployGroup", "cli", "error_lines", "main", "output_option"]
