@@ -278,7 +278,8 @@ def _to_bool(raw: Any, key: str) -> bool:
         return True
     if text in _FALSE:
         return False
-    raise ConfigError(f"config {key}={raw!r} is not a boolean", hint="use true/false, 1/0, yes/no or on/off")
+    raise ConfigError(f"config {key}={raw!r} is not a boolean",
+                      hint="use true/false, 1/0, yes/no or on/off")
 
 
 def _to_number(raw: Any, tp: type, key: str) -> Any:
