@@ -152,7 +152,8 @@ def test_a_model_that_fails_to_load_has_its_download_removed(tracking_run, tmp_p
     finally:
         _stop(server)
     log = server.log.read_text()
-    assert code != 0 and "mldeploy-model-" in log, log[-3000:]  # it was downloaded, then failed
+    # it was downloaded, then failed: exit code 3 (the README's table)
+    assert code == 3 and "mldeploy-model-" in log, (code, log[-3000:])
     assert list(tracking_run.tmp.glob("mldeploy-model-*")) == []
 
 

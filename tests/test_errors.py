@@ -226,3 +226,9 @@ def test_sagemaker_aws_errors_through_the_helper():
 ])
 def test_exit_code_of_each_error_class_is_in_the_table(error, code):
     assert error.exit_code == code and code in EXIT_CODES
+
+
+def test_a_deployment_that_failed_on_bad_input_exits_as_bad_input():
+    assert DeploymentFailedError("x", cause=PortInUseError("port 80 in use")).exit_code == 2
+    assert DeploymentFailedError("x", cause=TargetError("AWS said no")).exit_code == 1
+    assert DeploymentFailedError("x").exit_code == 1

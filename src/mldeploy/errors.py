@@ -126,7 +126,10 @@ class DeploymentExistsError(TargetError):
 
 class DeploymentFailedError(TargetError):
     """A create or replace failed. ``cleaned`` lists what was removed again, ``leftover`` what
-    could not be removed (with ids, so the user can remove it by hand)."""
+    could not be removed (with ids, so the user can remove it by hand); ``cause`` is the
+    mldeploy error that made it fail, when there was one: a deployment that failed on bad input
+    (a port in use, a missing extra) exits with the input's code, 2, like the same error met
+    before anything was made."""
 
     def __init__(
         self,
@@ -135,10 +138,16 @@ class DeploymentFailedError(TargetError):
         hint: str | None = None,
         cleaned: list[str] | None = None,
         leftover: list[str] | None = None,
+        cause: MldeployError | None = None,
     ) -> None:
         super().__init__(message, hint=hint)
         self.cleaned = list(cleaned or [])
         self.leftover = list(leftover or [])
+        self.cause = cause
+
+    @property  # type: ignore[override]
+    def exit_code(self) -> int:
+        return self.cause.exit_code if isinstance(self.cause, UsageError) else 1
 
 
 class DeploymentTimeoutError(DeploymentFailedError):
