@@ -6,6 +6,7 @@ import json
 import click
 import pytest
 from click.testing import CliRunner
+from memory_support import register_memory_target
 
 import mldeploy.api as api
 from mldeploy._cli_deploy import COMMANDS
@@ -17,7 +18,6 @@ from mldeploy.errors import (
     MldeployError,
     UsageError,
 )
-from mldeploy.registry import Registry
 from mldeploy.target import Action, DeployMode, Plan, Prediction, Status, encode_payload
 from mldeploy.testing.conformance import TargetConformance, example_model_dir
 from mldeploy.testing.memory import MemoryBackend, MemoryTarget
@@ -53,16 +53,7 @@ def backend():
 @pytest.fixture
 def registered(monkeypatch, backend):
     """Make target name 'memory' resolve to a MemoryTarget on one shared backend."""
-
-    class Shared(MemoryTarget):
-        def __init__(self, config=None, **kw):
-            kw["clients"] = backend
-            super().__init__(config, **kw)
-
-    real = Registry.target_class
-    monkeypatch.setattr(Registry, "target_class",
-                        lambda self, name: Shared if name == "memory" else real(self, name))
-    return backend
+    return register_memory_target(monkeypatch, backend)
 
 
 def test_deploy_by_name_with_string_config(registered, other_model):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -13,8 +15,22 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import yaml
+from click.testing import CliRunner
+from memory_support import register_memory_target
 
+from mldeploy import api
+from mldeploy.cli import cli
 from mldeploy.container.settings import ServerSettings, SettingsError
+from mldeploy.errors import (
+    EXIT_CODES,
+    ConfigError,
+    DeploymentFailedError,
+    InvocationError,
+    MissingExtraError,
+    PredictionError,
+)
+from mldeploy.testing.memory import MemoryBackend
 
 MLDEPLOY = str(Path(sys.executable).with_name("mldeploy"))
 
@@ -231,25 +247,6 @@ def test_kubernetes_dry_run_prints_valid_manifests_without_a_cluster(tmp_path, e
 
 # --- the one error bridge, through click's CliRunner --------------------------------------------
 
-import json  # noqa: E402
-import re  # noqa: E402
-
-import yaml  # noqa: E402
-from click.testing import CliRunner  # noqa: E402
-
-from mldeploy import api  # noqa: E402
-from mldeploy.cli import cli  # noqa: E402
-from mldeploy.errors import (  # noqa: E402
-    EXIT_CODES,
-    ConfigError,
-    DeploymentFailedError,
-    InvocationError,
-    MissingExtraError,
-    PredictionError,
-)
-from mldeploy.registry import Registry  # noqa: E402
-from mldeploy.testing.memory import MemoryBackend, MemoryTarget  # noqa: E402
-
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
@@ -265,17 +262,7 @@ def run():
 @pytest.fixture
 def memory(monkeypatch):
     """Target name 'memory' -> a MemoryTarget on one shared backend."""
-    backend = MemoryBackend()
-
-    class Shared(MemoryTarget):
-        def __init__(self, config=None, **kw):
-            kw["clients"] = backend
-            super().__init__(config, **kw)
-
-    real = Registry.target_class
-    monkeypatch.setattr(Registry, "target_class",
-                        lambda self, name: Shared if name == "memory" else real(self, name))
-    return backend
+    return register_memory_target(monkeypatch, MemoryBackend())
 
 
 def test_commands_are_registered_at_import():
