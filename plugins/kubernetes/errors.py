@@ -4,12 +4,16 @@ tracebacks) and say what to do next."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 from mldeploy.errors import (
     ConfigError,
     DeploymentExistsError,
     DeploymentNotFoundError,
     MldeployError,
     TargetError,
+    map_exceptions,
 )
 from mldeploy.redact import redact
 
@@ -76,4 +80,13 @@ def translate(exc: BaseException, action: str, *, name: str | None = None,
     return TargetError(f"{action} failed: {exc.status} {exc.reason}: {exc.message}")
 
 
-__all__ = ["ApiError", "Unreachable", "scrub", "strip_traceback", "translate"]
+@contextlib.contextmanager
+def kube_errors(action: str, *, name: str | None = None,
+                kind: str = "deployment") -> Iterator[None]:
+    """Translate API errors raised inside the block (``name``: a 404 is that ``kind``'s)."""
+    with map_exceptions({(ApiError, Unreachable):
+                         lambda exc: translate(exc, action, name=name, kind=kind)}):
+        yield
+
+
+__all__ = ["ApiError", "Unreachable", "kube_errors", "scrub", "strip_traceback", "translate"]
