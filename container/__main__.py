@@ -2,18 +2,17 @@
 
 Settings come from the environment (``SAGEMAKER_BIND_TO_PORT``, ``SAGEMAKER_MODEL_SERVER_WORKERS``,
 ``SAGEMAKER_MODEL_SERVER_TIMEOUT``, ``MLDEPLOY_*``) and optional flags; the model is read from
-``/opt/ml/model`` unless ``MLDEPLOY_MODEL_URI`` or ``--model`` names another; a remote model is
-downloaded once, before the workers start, and removed when the server exits.
+``/opt/ml/model`` unless ``MLDEPLOY_MODEL_URI`` or ``--model`` names another. The server is the
+same as ``mldeploy serve``'s: both call :func:`mldeploy.container.engines.serve`, and both exit
+with the codes of the README's exit-code table.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import dataclasses
 import sys
 
-from .settings import ServerSettings, SettingsError
+from .engines import ENGINE_NAMES
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,23 +25,20 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--workers", type=int)
     serve.add_argument("--threads", type=int)
     serve.add_argument("--timeout", type=float)
-    serve.add_argument("--engine")
+    serve.add_argument("--max-request-bytes", type=int)
+    serve.add_argument("--engine", choices=ENGINE_NAMES)
     args = parser.parse_args(argv)
     explicit = {k: v for k, v in vars(args).items() if k != "command"}
     from mldeploy.errors import MldeployError
-    from mldeploy.model_uri import materialize
+    from mldeploy.redact import redact
 
-    with contextlib.ExitStack() as stack:
-        try:
-            settings = ServerSettings.resolve(**explicit)
-            # A downloaded model is removed when the server exits (SIGTERM, failed load, ...).
-            local = stack.enter_context(materialize(settings.model_uri))
-        except (SettingsError, MldeployError) as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        from .engines import run
+    from .engines import serve as serve_model
 
-        return run(dataclasses.replace(settings, model_uri=str(local)))
+    try:
+        return serve_model(**explicit)
+    except MldeployError as exc:
+        print(f"error: {redact(exc)}", file=sys.stderr)
+        return exc.exit_code
 
 
 if __name__ == "__main__":

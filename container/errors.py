@@ -5,6 +5,7 @@ Messages say what to fix, are clipped to :data:`MAX_MESSAGE_CHARS` and never ech
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -45,6 +46,52 @@ def error_body(error_code: str, message: str, request_id: str | None = None) -> 
     if request_id:
         body["request_id"] = request_id
     return orjson.dumps(body)
+
+
+# Codes that mean the model itself failed on the request (it raised, or ran past the timeout):
+# a caller sees them as mldeploy's PredictionError on every target.
+MODEL_FAULT_CODES = frozenset({"MODEL_ERROR", "REQUEST_TIMEOUT"})
+_TRACEBACK = "Traceback (most recent call last)"
+
+
+@dataclass(frozen=True)
+class ErrorAnswer:
+    """An error answer of the serving container as a caller reads it back: the HTTP ``status``
+    and the body's ``error_code``, ``message`` and ``request_id`` (None when the body is not the
+    container's JSON, e.g. a proxy's HTML page: then ``message`` is the body's text)."""
+
+    status: int
+    error_code: str | None
+    message: str
+    request_id: str | None = None
+
+    @property
+    def model_fault(self) -> bool:
+        """The model failed (it raised or timed out), not the request or the serving stack. An
+        answer without the container's code counts when it is a 5xx: the model's server answered
+        it, and nothing says it was the caller's fault."""
+        if self.error_code is not None:
+            return self.error_code in MODEL_FAULT_CODES
+        return self.status >= 500
+
+
+def decode_error(status: int, body: bytes | str | None) -> ErrorAnswer:
+    """The one reader of :func:`error_body`'s JSON, for every target's ``invoke``: the fields it
+    finds, the message cut before any stack trace a foreign server sent and clipped."""
+    raw = body.decode("utf-8", "replace") if isinstance(body, (bytes, bytearray)) else body or ""
+    code = request_id = None
+    message = raw
+    try:
+        data = orjson.loads(raw) if raw.strip() else None
+    except orjson.JSONDecodeError:
+        data = None
+    if isinstance(data, dict):
+        code = data.get("error_code") if isinstance(data.get("error_code"), str) else None
+        rid = data.get("request_id")
+        request_id = rid if isinstance(rid, str) and rid else None
+        message = str(data.get("message") or data.get("error") or raw)
+    message = message.split(_TRACEBACK)[0].strip()
+    return ErrorAnswer(int(status), code, clip(message) or "no message", request_id)
 
 
 def quoted(items: Any) -> str:

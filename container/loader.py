@@ -133,10 +133,12 @@ def _direct_predict(pyfunc: Any) -> tuple[Callable[..., Any] | None, bool]:
     """The flavor's predict function, when calling it on an enforced DataFrame is exactly what
     ``PyFuncModel.predict`` would do (no type-hint signature, no example-format conversion)."""
     meta = pyfunc.metadata
-    if getattr(meta, "_is_type_hint_from_example", lambda: False)():
+    from mldeploy import _compat_mlflow as compat
+
+    if compat.is_type_hint_from_example(meta):
         return None, False
-    fn = getattr(pyfunc, "_predict_fn", None)
-    if fn is None or getattr(pyfunc, "_predict_stream_fn", None) is not None:
+    fn = compat.predict_fn(pyfunc)
+    if fn is None or compat.predict_stream_fn(pyfunc) is not None:
         return None, False
     try:
         params = inspect.signature(fn).parameters.get("params")
@@ -146,7 +148,9 @@ def _direct_predict(pyfunc: Any) -> tuple[Callable[..., Any] | None, bool]:
 
 
 def _columns(meta: Any) -> tuple[Column, ...] | None:
-    if getattr(meta, "_is_signature_from_type_hint", lambda: False)():
+    from mldeploy._compat_mlflow import is_signature_from_type_hint
+
+    if is_signature_from_type_hint(meta):
         return None
     schema = meta.get_input_schema()
     if schema is None or schema.is_tensor_spec() or not schema.has_input_names():

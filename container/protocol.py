@@ -293,9 +293,9 @@ def predict(model: ServedModel, model_input: ModelInput) -> Any:
         if model.direct_predict is not None and isinstance(data, pd.DataFrame):
             # ``data`` went through enforce_columns: call the flavor directly (params are still
             # checked against the params schema by MLflow's own function).
-            from mlflow.models.utils import _enforce_params_schema
+            from mldeploy._compat_mlflow import enforce_params_schema
 
-            params = _enforce_params_schema(params, model.pyfunc.metadata.get_params_schema())
+            params = enforce_params_schema(params, model.pyfunc.metadata.get_params_schema())
             if model.direct_takes_params:
                 return model.direct_predict(data, params=params)
             return model.direct_predict(data)

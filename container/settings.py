@@ -10,13 +10,15 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 
+from .engines import DEFAULT_ENGINE
+from .engines import ENGINE_NAMES as ENGINES
+
 DEFAULT_MODEL_DIR = "/opt/ml/model"
 DEFAULT_PORT = 8080
 DEFAULT_TIMEOUT_SECONDS = 60.0
 DEFAULT_MAX_REQUEST_BYTES = 6 * 1024 * 1024  # SageMaker real-time payload limit
 DEFAULT_THREADS = 4
 DEFAULT_GRACEFUL_SECONDS = 25.0  # SageMaker sends SIGKILL 30 s after SIGTERM
-ENGINES = ("flask", "mlserver")
 PRELOAD_MODES = ("auto", "on", "off")
 _PRELOAD_ALIASES = {"true": "on", "1": "on", "yes": "on", "false": "off", "0": "off", "no": "off"}
 
@@ -52,7 +54,7 @@ class ServerSettings:
     timeout: float = DEFAULT_TIMEOUT_SECONDS
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     graceful_timeout: float = DEFAULT_GRACEFUL_SECONDS
-    engine: str = "flask"
+    engine: str = DEFAULT_ENGINE
     log_level: str = "info"
     # Load the model once before forking the workers (flask engine): "auto" does it for model
     # flavors known to survive fork() (see loader.fork_safe), "on"/"off" force it.

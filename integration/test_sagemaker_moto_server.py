@@ -112,7 +112,7 @@ def test_cli_in_a_subprocess_against_the_server(emulator, server, tmp_path):
     assert "sub: Creating" in out.stderr and "sub: InService" in out.stderr
     out = subprocess.run([*run, "get", "-t", "sagemaker", "-n", "nope"], env=env,
                          capture_output=True, text=True, timeout=120)
-    assert out.returncode == 1 and out.stdout == ""
+    assert out.returncode == 2 and out.stdout == ""  # not found: bad input
     assert out.stderr.strip().splitlines() == [
         "error: no SageMaker endpoint named 'nope' in us-east-1 — mldeploy list --target "
         "sagemaker shows them"]

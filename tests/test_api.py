@@ -6,6 +6,7 @@ import json
 import click
 import pytest
 from click.testing import CliRunner
+from memory_support import register_memory_target
 
 import mldeploy.api as api
 from mldeploy._cli_deploy import COMMANDS
@@ -17,7 +18,6 @@ from mldeploy.errors import (
     MldeployError,
     UsageError,
 )
-from mldeploy.registry import Registry
 from mldeploy.target import Action, DeployMode, Plan, Prediction, Status, encode_payload
 from mldeploy.testing.conformance import TargetConformance, example_model_dir
 from mldeploy.testing.memory import MemoryBackend, MemoryTarget
@@ -53,16 +53,7 @@ def backend():
 @pytest.fixture
 def registered(monkeypatch, backend):
     """Make target name 'memory' resolve to a MemoryTarget on one shared backend."""
-
-    class Shared(MemoryTarget):
-        def __init__(self, config=None, **kw):
-            kw["clients"] = backend
-            super().__init__(config, **kw)
-
-    real = Registry.target_class
-    monkeypatch.setattr(Registry, "target_class",
-                        lambda self, name: Shared if name == "memory" else real(self, name))
-    return backend
+    return register_memory_target(monkeypatch, backend)
 
 
 def test_deploy_by_name_with_string_config(registered, other_model):
@@ -209,7 +200,7 @@ def test_cli_roundtrip(registered, cli, tmp_path):
     model_id = registered.deployments["c1"]["primary"][1]
     assert r.exit_code == 0 and json.loads(r.stdout) == [model_id] * rows
     out = tmp_path / "o.json"
-    assert cli("invoke", "-t", "memory", "-n", "c1", "-d", '{"inputs": [[1]]}', "-o",
+    assert cli("invoke", "-t", "memory", "-n", "c1", "-d", '{"inputs": [[1]]}', "--output-path",
                str(out)).exit_code == 0
     assert json.loads(out.read_text())["predictions"]
     r = cli("deploy", "-t", "memory", "-n", "c1", "-m", MODEL, "--mode", "replace", "--dry-run")
@@ -237,15 +228,15 @@ def test_cli_bridge_names_what_a_failed_deploy_left_behind(monkeypatch, capsys):
     from mldeploy import cli as cli_module
     from mldeploy.errors import DeploymentFailedError
 
-    def fail(**_kw):
+    def fail(*_a, **_kw):
         raise DeploymentFailedError("replace of churn failed: the new pods crashed",
                                     hint="the old version keeps serving",
                                     cleaned=["Deployment churn-canary"],
                                     leftover=["Service churn-canary", "ConfigMap churn-x"])
 
-    monkeypatch.setattr(cli_module.cli, "main", fail)
+    monkeypatch.setattr(api, "deploy", fail)  # the bridge is the group: it sees what a verb raises
     with pytest.raises(SystemExit) as info:
-        cli_module.main(["deploy"])
+        cli_module.main(["deploy", "-t", "memory", "-n", "churn", "-m", MODEL])
     err = capsys.readouterr().err.splitlines()
     assert info.value.code == 1
     assert err == ["error: replace of churn failed: the new pods crashed — the old version keeps "

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -13,8 +15,22 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import yaml
+from click.testing import CliRunner
+from memory_support import register_memory_target
 
+from mldeploy import api
+from mldeploy.cli import cli
 from mldeploy.container.settings import ServerSettings, SettingsError
+from mldeploy.errors import (
+    EXIT_CODES,
+    ConfigError,
+    DeploymentFailedError,
+    InvocationError,
+    MissingExtraError,
+    PredictionError,
+)
+from mldeploy.testing.memory import MemoryBackend
 
 MLDEPLOY = str(Path(sys.executable).with_name("mldeploy"))
 
@@ -152,7 +168,8 @@ def test_a_model_that_fails_to_load_has_its_download_removed(tracking_run, tmp_p
     finally:
         _stop(server)
     log = server.log.read_text()
-    assert code != 0 and "mldeploy-model-" in log, log[-3000:]  # it was downloaded, then failed
+    # it was downloaded, then failed: exit code 3 (the README's table)
+    assert code == 3 and "mldeploy-model-" in log, (code, log[-3000:])
     assert list(tracking_run.tmp.glob("mldeploy-model-*")) == []
 
 
@@ -226,3 +243,299 @@ def test_kubernetes_dry_run_prints_valid_manifests_without_a_cluster(tmp_path, e
         env={**os.environ, "KUBECONFIG": str(tmp_path / "none")},
     )
     assert replace.returncode == 2 and "kubeconfig" in replace.stderr
+
+
+# --- the one error bridge, through click's CliRunner --------------------------------------------
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+@pytest.fixture
+def run():
+    runner = CliRunner()
+
+    def invoke(*args, input=None):
+        return runner.invoke(cli, list(args), input=input)
+    return invoke
+
+
+@pytest.fixture
+def memory(monkeypatch):
+    """Target name 'memory' -> a MemoryTarget on one shared backend."""
+    return register_memory_target(monkeypatch, MemoryBackend())
+
+
+def test_importing_the_cli_imports_no_command_body():
+    code = ("import sys, mldeploy.cli\n"
+            "heavy = ('mlflow', 'pandas', 'boto3', 'botocore', 'docker', 'kubernetes', 'yaml', "
+            "'flask', 'gunicorn', 'mldeploy.plugins', 'mldeploy.api', 'mldeploy.model_uri')\n"
+            "print(','.join(m for m in heavy if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
+
+
+def test_commands_are_registered_at_import():
+    assert {"serve", "deploy", "delete", "get", "list", "invoke", "traffic", "build-docker",
+            "generate-dockerfile", "push", "targets", "config"} <= set(cli.commands)
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_debug_is_accepted_before_or_after_the_subcommand(run, where, monkeypatch):
+    def boom(*_a, **_kw):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(api, "get", boom)
+    args = ["get", "-t", "memory", "-n", "x"]
+    args = ["--debug", *args] if where == "before" else [*args, "--debug"]
+    result = run(*args)
+    assert isinstance(result.exception, RuntimeError)  # --debug: the traceback, not one line
+    plain = run("get", "-t", "memory", "-n", "x")
+    assert plain.exit_code == 1 and isinstance(plain.exception, SystemExit)
+    (line,) = plain.stderr.strip().splitlines()
+    assert line.startswith("error: internal error (RuntimeError: a bug); rerun with --debug")
+
+
+def test_debug_shows_the_traceback_of_an_mldeploy_error_too(run):
+    result = run("get", "-t", "nosuchtarget", "-n", "x", "--debug")
+    assert result.exit_code == 2
+    assert "Traceback (most recent call last)" in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: no deployment target named")
+    quiet = run("get", "-t", "nosuchtarget", "-n", "x")
+    assert quiet.exit_code == 2 and "Traceback" not in quiet.stderr
+
+
+def test_a_value_debug_after_the_options_end_is_left_alone(run, memory):
+    # after "--" nothing is an option: there is no argument to take it, so click refuses it
+    result = run("list", "-t", "memory", "--", "--debug")
+    assert result.exit_code == 2 and "--debug" in result.stderr
+
+
+def test_errors_are_redacted_by_the_bridge(run, monkeypatch):
+    def fail(*_a, **_kw):
+        raise DeploymentFailedError("cannot fetch https://bob:hunter2@mlflow.example/m",
+                                    leftover=["s3-object s3://b/k?X-Amz-Signature=deadbeef"])
+
+    monkeypatch.setattr(api, "deploy", fail)
+    result = run("deploy", "-t", "memory", "-n", "c", "-m", "x")
+    assert result.exit_code == 1
+    assert "hunter2" not in result.stderr and "deadbeef" not in result.stderr
+    assert "https://***@mlflow.example/m" in result.stderr
+
+
+# --- the exit-code table: README == errors.EXIT_CODES, and each row -------------------------
+
+
+def _readme_exit_codes() -> dict[int, str]:
+    text = README.read_text()
+    section = text.split("### Exit codes", 1)[1].split("\n#", 1)[0]
+    return {int(m[1]): m[2].strip() for m in re.finditer(r"^\| (\d+) \| (.+) \|$", section, re.M)}
+
+
+def test_readme_exit_code_table_is_the_codes_table():
+    assert {code: text.replace("`", "") for code, text in _readme_exit_codes().items()} == \
+        EXIT_CODES
+
+
+def test_exit_0_and_2_for_config_exists_and_not_found(run, memory):
+    model = str(Path(__file__).resolve().parents[1] / "src/mldeploy/examples/classifier")
+    assert run("deploy", "-t", "memory", "-n", "c", "-m", model).exit_code == 0
+    assert run("deploy", "-t", "memory", "-n", "c", "-m", model).exit_code == 2  # exists
+    assert run("deploy", "-t", "memory", "-n", "d", "-m", model, "-C", "replicaz=1").exit_code == 2
+    assert run("get", "-t", "memory", "-n", "nope").exit_code == 2  # not found
+    assert run("get", "-t", "nosuch", "-n", "x").exit_code == 2  # unknown target
+    assert run("get", "-t", "memory").exit_code == 2  # click's own usage error
+
+
+@pytest.mark.parametrize(("error", "code"), [
+    (InvocationError("the model on 'c' answered 400 BAD_REQUEST: no", status=400), 2),
+    (PredictionError("the model on 'c' answered 504 REQUEST_TIMEOUT: slow", status=504), 1),
+    (MissingExtraError("the docker SDK is not installed", hint="pip install 'mldeploy[local]'"),
+     2),
+    (DeploymentFailedError("replace failed"), 1),
+    (KeyboardInterrupt(), 130),
+])
+def test_exit_codes_of_invoke_answers_missing_extras_failures_and_ctrl_c(run, monkeypatch, error,
+                                                                         code):
+    def fail(*_a, **_kw):
+        raise error
+
+    monkeypatch.setattr(api, "invoke", fail)
+    result = run("invoke", "-t", "memory", "-n", "c", "-d", "{}")
+    assert result.exit_code == code, result.output
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_busy_port_exits_2_on_both_serve_commands(tmp_path, example_model):
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = str(held.getsockname()[1])
+        for args in ([MLDEPLOY, "serve"], [sys.executable, "-m", "mldeploy.container", "serve"]):
+            result = subprocess.run([*args, "-m", str(example_model), "--port", port],
+                                    capture_output=True, text=True, timeout=120)
+            assert result.returncode == 2, result.stderr
+            (line,) = result.stderr.strip().splitlines()
+            assert f"port {port} on 127.0.0.1 is in use" in line
+
+
+@pytest.mark.parametrize("command", SERVE_COMMANDS)
+def test_serve_never_prints_a_uris_password(command):
+    uri = "file://admin:S3cr3tPass@localhost/no/such/model"
+    result = subprocess.run([*SERVE_COMMANDS[command], uri], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 2
+    assert "S3cr3tPass" not in result.stderr and "***@localhost" in result.stderr
+
+
+# --- one serve path -------------------------------------------------------------------------
+
+
+def test_both_serve_commands_call_the_one_serve_function(monkeypatch, example_model, run):
+    from mldeploy.container import __main__ as container_main
+    from mldeploy.container import engines
+
+    seen = []
+    monkeypatch.setattr(engines, "run", lambda settings: seen.append(settings) or 0)
+    args = ["-m", str(example_model), "--port", "8123", "--workers", "2", "--threads", "3",
+            "--timeout", "9", "--max-request-bytes", "1000", "--engine", "flask"]
+    assert run("serve", *args).exit_code == 0
+    assert container_main.main(["serve", *args]) == 0
+    assert len(seen) == 2 and seen[0] == seen[1]
+    assert (seen[0].port, seen[0].workers, seen[0].threads, seen[0].max_request_bytes) == (
+        8123, 2, 3, 1000)
+
+
+def test_the_engine_list_is_the_registry_everywhere():
+    from mldeploy._cli_image import build_docker
+    from mldeploy.container.engines import ENGINE_NAMES, ENGINES, ports
+    from mldeploy.container.image import options
+    from mldeploy.container.settings import ENGINES as SETTINGS_ENGINES
+    from mldeploy.plugins.local.config import LocalConfig
+    from mldeploy.plugins.sagemaker.config import Engine
+
+    def choices(command, name):
+        (param,) = [p for p in command.params if p.name == name]
+        return tuple(param.type.choices)
+
+    assert choices(cli.commands["serve"], "engine") == ENGINE_NAMES
+    assert choices(build_docker, "engine") == ENGINE_NAMES
+    assert SETTINGS_ENGINES == options.ENGINES == ENGINE_NAMES
+    import dataclasses
+    (engine_field,) = [f for f in dataclasses.fields(LocalConfig) if f.name == "engine"]
+    assert tuple(engine_field.metadata["choices"]) == ENGINE_NAMES
+    assert tuple(e.value for e in Engine) == ENGINE_NAMES
+    assert ports(ServerSettings(engine="mlserver", port=9000)) == (9000, 9001, 9002)
+    assert ENGINES["mlserver"].extra == "mlserver" and ENGINES["flask"].extra is None
+
+
+# --- mldeploy targets / mldeploy config ------------------------------------------------------
+
+
+def test_targets_lists_the_installed_targets_with_extras_and_capabilities(run, monkeypatch):
+    from mldeploy.plugins.sagemaker import SageMakerTarget
+
+    monkeypatch.setattr(SageMakerTarget, "capabilities", frozenset({"traffic", "add"}),
+                        raising=False)
+    result = run("targets", "-o", "json")
+    assert result.exit_code == 0, result.output
+    infos = {t["name"]: t for t in json.loads(result.stdout)}
+    assert {"sagemaker", "local", "kubernetes"} <= set(infos)
+    assert infos["sagemaker"]["installed"] is True
+    assert infos["sagemaker"]["install"] == "pip install 'mldeploy[sagemaker]'"
+    assert infos["sagemaker"]["capabilities"] == ["add", "traffic"]
+    text = run("targets").stdout
+    assert re.search(r"^sagemaker +installed; extra: sagemaker; capabilities: add, traffic$",
+                     text, re.M), text
+
+
+def test_capabilities_are_read_from_whatever_shape_a_target_declares():
+    import enum
+    from dataclasses import dataclass
+
+    from mldeploy.registry import capabilities_of
+
+    class Cap(enum.Flag):
+        ADD = enum.auto()
+        TRAFFIC = enum.auto()
+
+    @dataclass(frozen=True)
+    class Caps:
+        add: bool = True
+        no_wait: bool = False
+
+    assert capabilities_of(type("T", (), {})) == ()
+    assert capabilities_of(type("T", (), {"capabilities": Cap.ADD | Cap.TRAFFIC})) == (
+        "add", "traffic")
+    assert capabilities_of(type("T", (), {"capabilities": Caps()})) == ("add",)
+    assert capabilities_of(type("T", (), {"capabilities": {"add": True, "traffic": False}})) == (
+        "add",)
+    assert capabilities_of(type("T", (), {"capabilities": "add"})) == ()
+
+
+def test_config_lists_every_key_with_type_default_and_help(run):
+    result = run("config", "-t", "sagemaker", "-o", "json")
+    assert result.exit_code == 0, result.output
+    keys = {k["key"]: k for k in json.loads(result.stdout)}
+    assert keys["instance_count"]["type"] == "int | None" and keys["instance_count"]["min"] == 1
+    memory = keys["serverless_config.memory_size_in_mb"]
+    assert (memory["default"], memory["step"], memory["type"]) == (2048, 1024, "int")
+    assert keys["build.engine"]["type"] == "one of flask, mlserver"
+    assert keys["adopt"]["type"] == "bool" and keys["adopt"]["default"] is False
+    assert keys["execution_role_arn"]["help"]
+    text = run("config", "-t", "local").stdout
+    assert "  port  (int, default 0)" in text and "gateway port" in text
+    assert run("config", "-t", "nosuch").exit_code == 2
+
+
+def test_config_keys_listed_are_the_keys_build_config_accepts():
+    from mldeploy.config import build_config, describe_config, parse_assignments
+    from mldeploy.plugins.kubernetes.config import KubernetesConfig
+    from mldeploy.plugins.local.config import LocalConfig
+    from mldeploy.plugins.sagemaker.config import SageMakerConfig
+
+    for cls in (SageMakerConfig, LocalConfig, KubernetesConfig):
+        for key in describe_config(cls):
+            if key.get("required") or key["default"] is None:
+                continue
+            value = key["default"]
+            text = json.dumps(value) if isinstance(value, (dict, list)) else str(value)
+            try:  # the key and its default's text are accepted (a section may need more keys)
+                build_config(cls, parse_assignments([f"{key['key']}={text}"]))
+            except ConfigError as exc:
+                assert "." in key["key"] and "unknown" not in exc.message and \
+                    "is not" not in exc.message, (key, exc)
+
+
+# --- -o means the same on every verb ----------------------------------------------------------
+
+
+def test_output_is_the_format_of_stdout_on_every_verb(run, memory, tmp_path):
+    model = str(Path(__file__).resolve().parents[1] / "src/mldeploy/examples/classifier")
+    body = '{"inputs": [[1]]}'
+    verbs = {
+        "deploy": ["deploy", "-t", "memory", "-n", "c", "-m", model],
+        "get": ["get", "-t", "memory", "-n", "c"],
+        "list": ["list", "-t", "memory"],
+        "invoke": ["invoke", "-t", "memory", "-n", "c", "-d", body],
+        "traffic": ["traffic", "-t", "memory", "-n", "c", "-w", "primary=1"],
+        "targets": ["targets"],
+        "config": ["config", "-t", "local"],
+    }
+    assert run(*verbs["deploy"], "-o", "json").exit_code == 0
+    for verb, args in verbs.items():
+        if verb == "deploy":
+            args = [*args[:-2], "-m", model, "--mode", "replace"]
+        as_json = run(*args, "-o", "json")
+        as_yaml = run(*args, "-o", "yaml")
+        assert as_json.exit_code == as_yaml.exit_code == 0, (verb, as_json.output)
+        got_json, got_yaml = json.loads(as_json.stdout), yaml.safe_load(as_yaml.stdout)
+        if verb in ("deploy", "traffic"):  # a fresh deployment each time: compare the shape
+            assert got_json.keys() == got_yaml.keys() and got_json["name"] == "c"
+        else:
+            assert got_json == got_yaml, verb
+    out = tmp_path / "raw.json"
+    assert run("invoke", "-t", "memory", "-n", "c", "-d", body, "--output-path",
+               str(out)).exit_code == 0
+    assert json.loads(out.read_text())["predictions"]
+    deleted = run("delete", "-t", "memory", "-n", "c", "-o", "yaml")
+    assert yaml.safe_load(deleted.stdout)["existed"] is True

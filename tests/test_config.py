@@ -75,14 +75,30 @@ def test_strings_are_converted_to_field_types():
 
 
 @pytest.mark.parametrize("text,value", [("true", True), ("True", True), ("1", True),
-                                        ("false", False), ("False", False), ("0", False)])
+                                        ("yes", True), ("on", True), (" ON ", True),
+                                        ("false", False), ("False", False), ("0", False),
+                                        ("no", False), ("off", False)])
 def test_booleans(text, value):
+    # the README: "booleans parse true/false, 1/0, yes/no and on/off"
     assert build_config(Conf, {"synchronous": text}).synchronous is value
 
 
-def test_bad_boolean_is_an_error():
-    with pytest.raises(ConfigError, match="not a boolean"):
-        build_config(Conf, {"synchronous": "ture"})
+def test_readme_names_every_boolean_spelling():
+    from pathlib import Path
+
+    from mldeploy.config import _FALSE, _TRUE
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    claimed = "booleans\nparse `true/false`, `1/0`, `yes/no` and `on/off`"
+    assert claimed in readme
+    assert _TRUE == {"true", "1", "yes", "on"} and _FALSE == {"false", "0", "no", "off"}
+
+
+@pytest.mark.parametrize("bad", ["ture", "2", "y", "enabled", ""])
+def test_bad_boolean_is_an_error(bad):
+    with pytest.raises(ConfigError, match="not a boolean") as info:
+        build_config(Conf, {"synchronous": bad})
+    assert info.value.hint == "use true/false, 1/0, yes/no or on/off"
 
 
 def test_unknown_key_names_nearest_valid_key():
@@ -170,3 +186,14 @@ def test_to_dict_and_describe():
     assert json.loads(json.dumps(d))["color"] == "blue" and d["inner"]["memory_size_in_mb"] == 2048
     keys = {k["key"]: k for k in describe_config(Conf)}
     assert keys["instance_count"]["default"] == 1 and keys["env"]["default"] == {}
+
+
+def test_describe_flattens_sections_to_dotted_keys_with_their_constraints():
+    keys = {k["key"]: k for k in describe_config(Conf)}
+    assert "inner" not in keys
+    assert keys["inner.memory_size_in_mb"] == {
+        "key": "inner.memory_size_in_mb", "type": "int", "default": 2048, "help": "",
+        "min": 1024, "max": 6144, "step": 1024}
+    assert keys["color"]["type"] == "one of red, blue" and keys["color"]["default"] == "red"
+    assert keys["budget"]["type"] == "int | None" and keys["subnets"]["type"] == "list[str]"
+    assert keys["env"]["type"] == "dict[str, str]" and keys["synchronous"]["type"] == "bool"

@@ -245,6 +245,6 @@ def test_cli_dry_run_through_the_registry(cluster, kubeconfig, capsys):
     assert cluster.inventory() == set()
     with pytest.raises(SystemExit) as failed:
         main(["get", "-t", "kubernetes:/fake-ml", "-n", "churn", "-C", f"kubeconfig={kubeconfig}"])
-    assert failed.value.code == 1
+    assert failed.value.code == 2  # not found: bad input (the README's exit-code table)
     err = capsys.readouterr().err
     assert "no deployment 'churn' made by mldeploy" in err and "Traceback" not in err

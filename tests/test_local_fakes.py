@@ -67,7 +67,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             doc = None
         if isinstance(doc, dict) and doc.get("fail"):
             status = int(doc["fail"])
-            code = "MODEL_ERROR" if status >= 500 else "BAD_REQUEST"
+            code = doc.get("code") or ("MODEL_ERROR" if status >= 500 else "BAD_REQUEST")
             out = json.dumps({"error_code": code, "message": f"asked to fail with {status}",
                               "request_id": self.headers.get("X-Request-Id", "")})
             self._send(status, out.encode())

@@ -15,7 +15,7 @@ from collections import Counter
 import pytest
 from test_local_fakes import FakeModelServer
 
-from mldeploy.errors import TargetError
+from mldeploy.errors import PortInUseError, TargetError
 from mldeploy.plugins.local import _gateway_ctl as gw
 from mldeploy.plugins.local._state import EndpointState, StateStore, VariantState
 
@@ -284,7 +284,7 @@ def test_start_reports_a_taken_port_with_the_gateways_log(tmp_path):
         store = StateStore(tmp_path)
         state = EndpointState(name="ep", port=busy.getsockname()[1])
         store.save(state)
-        with pytest.raises(TargetError) as info:
+        with pytest.raises(PortInUseError) as info:  # bad input, exit code 2, as for serve
             gw.start(state, store.path("ep"), store.log_path("ep"))
     assert "did not start" in str(info.value) and "in use" in str(info.value)
 

@@ -533,7 +533,7 @@ def test_cli_end_to_end(emulator, session, capsys, monkeypatch, model2):
     code, out, _ = run_cli(capsys, "delete", *t)
     assert json.loads(out)["existed"] is False
     code, _, err = run_cli(capsys, "get", *t)
-    assert code == 1 and "no SageMaker endpoint named 'cli-ep'" in err
+    assert code == 2 and "no SageMaker endpoint named 'cli-ep'" in err  # not found: bad input
     assert set(regions) == {"us-east-1"}
 
 

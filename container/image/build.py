@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from mldeploy.errors import BuildError, ConfigError
+from mldeploy.errors import BuildError, ConfigError, MissingExtraError
 
 from .context import assemble
 from .options import BuildResult, ImageOptions
@@ -47,7 +47,7 @@ def docker_client(timeout: int = 600) -> Any:
         import docker
         from docker.errors import DockerException
     except ImportError:
-        raise BuildError("the docker SDK is not installed",
+        raise MissingExtraError("the docker SDK is not installed",
                          hint="pip install 'mldeploy[docker]'") from None
     try:
         client = docker.from_env(timeout=timeout)

@@ -76,7 +76,9 @@ def _copy_model(src: Path, dst: Path) -> None:
 
 
 def _scrub_uri(uri: str) -> str:
-    return wheelhouse.scrub(uri)
+    from mldeploy.redact import redact_uri
+
+    return redact_uri(uri)
 
 
 def assemble(

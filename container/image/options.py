@@ -11,9 +11,10 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mldeploy.container.engines import ENGINE_NAMES
 from mldeploy.errors import ConfigError
 
-ENGINES = ("flask", "mlserver")
+ENGINES = ENGINE_NAMES
 ENV_MANAGERS = ("virtualenv", "local")
 PLATFORMS = {"linux/amd64": "x86_64", "linux/arm64": "aarch64"}
 DEFAULT_IMAGE_NAME = "mldeploy-model"

@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from mldeploy.errors import BuildError, ConfigError
+from mldeploy.errors import BuildError, ConfigError, MissingExtraError
 
 from .options import PushResult
 
@@ -47,7 +47,7 @@ def _ecr_client(region: str | None) -> Any:
     try:
         import boto3
     except ImportError:
-        raise BuildError("boto3 is not installed",
+        raise MissingExtraError("boto3 is not installed",
                          hint="pip install 'mldeploy[sagemaker]'") from None
     session = boto3.session.Session(region_name=region) if region else boto3.session.Session()
     if not session.region_name:

@@ -29,7 +29,6 @@ _CACHE_VERSION = 1
 _SOURCE_DATE_EPOCH = "315532800"  # 1980-01-01, the earliest time a zip file can hold
 _SOURCE_FILES = ("pyproject.toml", "setup.py", "setup.cfg", "MANIFEST.in", "README.md", "LICENSE")
 _SOURCE_DIRS = ("src", "plugins", "container")
-_CREDENTIALS = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s:]+:[^/@\s]*@")
 
 
 @dataclass(frozen=True)
@@ -42,8 +41,10 @@ class Wheelhouse:
 
 
 def scrub(text: str) -> str:
-    """Remove ``user:password@`` from every URL in ``text``."""
-    return _CREDENTIALS.sub(r"\1***@", text)
+    """``text`` with credentials masked by the one redaction (:mod:`mldeploy.redact`)."""
+    from mldeploy.redact import redact
+
+    return redact(text)
 
 
 def platform_tags(arch: str, glibc: tuple[int, int]) -> list[str]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 from mldeploy.errors import ConfigError
@@ -20,30 +20,20 @@ DNS_LABEL = re.compile(rf"^{_LABEL}$")
 DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 _KEY_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
 _PORT_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_QUANTITY = re.compile(r"^(?P<num>[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+))"
-                       r"(?P<suffix>Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E|[eE][-+]?[0-9]+)?$")
-_BINARY = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
-_DECIMAL = {"n": Decimal("1e-9"), "u": Decimal("1e-6"), "m": Decimal("1e-3"), "": Decimal(1),
-            "k": Decimal("1e3"), "M": Decimal("1e6"), "G": Decimal("1e9"), "T": Decimal("1e12"),
-            "P": Decimal("1e15"), "E": Decimal("1e18")}
-
-
 def parse_quantity(value: Any) -> Decimal:
-    """A Kubernetes quantity (``500m``, ``2Gi``, ``1e3``, ``4``) as a Decimal; ValueError if it
-    is not one."""
-    m = _QUANTITY.match(str(value).strip()) if isinstance(value, (str, int)) else None
-    if not m or isinstance(value, bool):
+    """A Kubernetes quantity (``500m``, ``2Gi``, ``1e3``, ``4``) as a Decimal, read by
+    ``kubernetes.utils.parse_quantity``; ValueError if it is not one (a boolean or a float is
+    not: the API server wants a string or an integer)."""
+    text = value.strip() if isinstance(value, str) else value
+    if isinstance(value, bool) or not isinstance(value, (str, int)) or (
+            isinstance(text, str) and any(c.isspace() for c in text)):  # "2 Gi": the API refuses
         raise ValueError(f"{value!r} is not a quantity")
+    from kubernetes.utils import parse_quantity as parse
+
     try:
-        number = Decimal(m["num"])
-    except InvalidOperation:  # pragma: no cover - the regex admits only decimals
+        return Decimal(parse(text))
+    except (ValueError, ArithmeticError):
         raise ValueError(f"{value!r} is not a quantity") from None
-    suffix = m["suffix"] or ""
-    if suffix in _BINARY:
-        return number * _BINARY[suffix]
-    if suffix[:1] in ("e", "E"):
-        return number * Decimal(10) ** int(suffix[1:])
-    return number * _DECIMAL[suffix]
 
 
 def _where(obj: Mapping[str, Any]) -> str:

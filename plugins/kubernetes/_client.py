@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from mldeploy.errors import ConfigError, TargetNotFoundError
+from mldeploy.errors import ConfigError, MissingExtraError
 from mldeploy.plugins.kubernetes.errors import ApiError, Unreachable, scrub
 
 # kind -> (API path prefix, plural)
@@ -51,7 +51,7 @@ def connect(context: str | None, kubeconfig: str | None) -> Clients:
     try:
         from kubernetes import client, config
     except ImportError:
-        raise TargetNotFoundError("the kubernetes target needs the kubernetes package, which "
+        raise MissingExtraError("the kubernetes target needs the kubernetes package, which "
                                   "is not installed",
                                   hint="pip install 'mldeploy[kubernetes]'") from None
     cfg = client.Configuration()

@@ -16,11 +16,7 @@ import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from mldeploy.errors import (
-    InvocationError,
-    PredictionError,
-    UsageError,
-)
+from mldeploy.errors import InvocationError, UsageError, invocation_error
 from mldeploy.plugins.kubernetes import _checks, _converge
 from mldeploy.plugins.kubernetes import manifests as mf
 from mldeploy.plugins.kubernetes._ops import Ledger, rid, watch, watch_or_undo
@@ -210,21 +206,18 @@ class TrafficMixin(_Base):
 
 
 def _invocation_error(name: str, status: int, raw: bytes) -> InvocationError:
+    """An error answer through the service proxy: the API server's own ``Status`` (no model
+    behind the Service), else the serving container's, decoded as on every target."""
     try:
         body = json.loads(raw)
     except ValueError:
-        body = {}
-    body = body if isinstance(body, dict) else {}
-    if body.get("kind") == "Status":  # the API server's own answer, not the model server's
+        body = None
+    if isinstance(body, dict) and body.get("kind") == "Status":
         return InvocationError(f"cannot reach the model behind {name!r}: "
                                f"{scrub(str(body.get('message', '')), 300)}", status=status,
                                hint="mldeploy get shows whether pods are ready")
-    message = str(body.get("message") or raw[:200].decode("utf-8", "replace") or "no message")
-    message = scrub(message.split("Traceback (most recent call last)")[0], 300)
-    cls = PredictionError if status >= 500 else InvocationError
-    return cls(f"the model on {name!r} answered {status}: {message}", status=status,
-               error_code=body.get("error_code"), request_id=body.get("request_id"),
-               hint="kubectl logs -l app.kubernetes.io/instance=" + name)
+    return invocation_error(name, status, raw,
+                            hint="kubectl logs -l app.kubernetes.io/instance=" + name)
 
 
 __all__ = ["TrafficMixin", "canary_report", "promoted", "replicas_for"]

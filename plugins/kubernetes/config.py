@@ -16,8 +16,6 @@ from mldeploy.errors import ConfigError
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 # Service names are DNS-1035 labels: they must start with a letter.
 DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
-QUANTITY = re.compile(r"^(?P<num>[0-9]+(\.[0-9]*)?|\.[0-9]+)"
-                      r"(?P<suffix>Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E|[eE][-+]?[0-9]+)?$")
 PERCENT_OR_INT = re.compile(r"^([0-9]+%?)$")
 
 
@@ -50,7 +48,15 @@ class Output(str, enum.Enum):
 
 
 def _quantity(value: str | None, key: str) -> None:
-    if value is not None and not QUANTITY.match(value):
+    if value is None:
+        return
+    from mldeploy.plugins.kubernetes._checks import parse_quantity
+
+    try:
+        ok = parse_quantity(value) >= 0 and value.strip()[:1] not in "+-"
+    except ValueError:
+        ok = False
+    if not ok:
         raise ConfigError(f"config {key}={value!r} is not a Kubernetes quantity",
                           hint="e.g. 500m or 2 for CPU, 512Mi or 2Gi for memory")
 

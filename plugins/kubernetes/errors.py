@@ -4,7 +4,8 @@ tracebacks) and say what to do next."""
 
 from __future__ import annotations
 
-import re
+import contextlib
+from collections.abc import Iterator
 
 from mldeploy.errors import (
     ConfigError,
@@ -12,17 +13,15 @@ from mldeploy.errors import (
     DeploymentNotFoundError,
     MldeployError,
     TargetError,
+    map_exceptions,
 )
-
-_SECRETS = re.compile(r"(?i)\b(bearer\s+\S+|(token|password|passwd|secret|authorization"
-                      r"|api[_-]?key)(\"?\s*[=:]\s*\"?)(bearer\s+)?\S+)")
-_USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
+from mldeploy.redact import redact
 
 
-def scrub(text: str, limit: int = 600) -> str:
-    """Remove credentials and cap the length of text from the cluster (messages, logs)."""
-    text = _USERINFO.sub("", _SECRETS.sub("[redacted]", str(text))).strip()
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+def scrub(text: object, limit: int = 600) -> str:
+    """Text from the cluster for a user (messages, logs): :func:`mldeploy.redact.redact`
+    clipped to ``limit``."""
+    return redact(text, limit)
 
 
 def strip_traceback(lines: list[str]) -> list[str]:
@@ -81,4 +80,13 @@ def translate(exc: BaseException, action: str, *, name: str | None = None,
     return TargetError(f"{action} failed: {exc.status} {exc.reason}: {exc.message}")
 
 
-__all__ = ["ApiError", "Unreachable", "scrub", "strip_traceback", "translate"]
+@contextlib.contextmanager
+def kube_errors(action: str, *, name: str | None = None,
+                kind: str = "deployment") -> Iterator[None]:
+    """Translate API errors raised inside the block (``name``: a 404 is that ``kind``'s)."""
+    with map_exceptions({(ApiError, Unreachable):
+                         lambda exc: translate(exc, action, name=name, kind=kind)}):
+        yield
+
+
+__all__ = ["ApiError", "Unreachable", "kube_errors", "scrub", "strip_traceback", "translate"]

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mldeploy.plugins.kubernetes.config import KubernetesConfig, ModelSource
+from mldeploy.redact import redact_uri
 
 CONTAINER_PORT = 8080  # the serving container's contract (SAGEMAKER_BIND_TO_PORT)
 CONTAINER_NAME = "model"
@@ -47,7 +48,6 @@ CANARY_WEIGHT = "mldeploy.io/canary-weight"  # the share add/traffic sized the c
 STABLE, CANARY = "stable", "canary"
 
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
-_USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
 
 
 @dataclass(frozen=True)
@@ -60,8 +60,8 @@ class Model:
 
 
 def scrub_uri(uri: str) -> str:
-    """The model URI without any ``user:password@`` part (it goes into annotations)."""
-    return _USERINFO.sub("", uri)
+    """The model URI for an annotation: credentials masked by the one redaction."""
+    return redact_uri(uri)
 
 
 def label_value(text: str) -> str:

@@ -20,7 +20,6 @@ from typing import Any
 from mldeploy.errors import (
     DeploymentExistsError,
     DeploymentNotFoundError,
-    MldeployError,
     UsageError,
 )
 from mldeploy.plugins.kubernetes import _checks, _images, _rollout
@@ -30,7 +29,7 @@ from mldeploy.plugins.kubernetes._ops import Ledger, rid, watch_or_undo
 from mldeploy.plugins.kubernetes._replace import ReplaceMixin
 from mldeploy.plugins.kubernetes._traffic import TrafficMixin, canary_report
 from mldeploy.plugins.kubernetes.config import DNS_1035, KubernetesConfig, Output
-from mldeploy.plugins.kubernetes.errors import ApiError, Unreachable, translate
+from mldeploy.plugins.kubernetes.errors import ApiError, Unreachable, kube_errors, translate
 from mldeploy.target import (
     Action,
     Change,
@@ -90,7 +89,7 @@ class KubernetesTarget(ReplaceMixin, TrafficMixin, Target):
         self.progress(message, status)
 
     def _guard(self, action: str, name: str | None = None) -> Any:
-        return _Guard(action, name)
+        return kube_errors(action, name=name)
 
     # -- create -------------------------------------------------------------------------------
 
@@ -267,23 +266,6 @@ class KubernetesTarget(ReplaceMixin, TrafficMixin, Target):
             change = Change(Action.CREATE, Resource("deployment", rid(
                 "Deployment", ns, canary["metadata"]["name"])), f"canary: {model.version}")
             return KubernetesPlan(self.name, name, mode, (change,), (canary,))
-
-
-class _Guard:
-    """Translate any API error escaping a verb (``name``: a 404 is that deployment's)."""
-
-    def __init__(self, action: str, name: str | None) -> None:
-        self.action, self.name = action, name
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
-        if exc is None or isinstance(exc, MldeployError):
-            return False
-        if isinstance(exc, (ApiError, Unreachable)):
-            raise translate(exc, self.action, name=self.name) from None
-        return False
 
 
 __all__ = ["KubernetesPlan", "KubernetesTarget", "check_name"]

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mldeploy.errors import TargetError
+from mldeploy.errors import PortInUseError, TargetError
 from mldeploy.plugins.local._state import EndpointState
 
 MODULE = "mldeploy.plugins.local.gateway"
@@ -88,7 +88,8 @@ def start(state: EndpointState, state_file: Path, log_file: Path,
     parts = line.decode("ascii", "replace").split()
     if len(parts) != 3 or parts[0] != "READY":
         tail = _tail(log_file)
-        raise TargetError(f"the gateway of {state.name!r} did not start"
+        cls = PortInUseError if "Address already in use" in tail else TargetError
+        raise cls(f"the gateway of {state.name!r} did not start"
                           + (f": {tail}" if tail else ""),
                           hint=f"see {log_file}; -C port=... picks another port")
     return int(parts[1]), int(parts[2])

@@ -11,6 +11,8 @@ import hashlib
 import secrets
 from pathlib import Path
 
+from mldeploy.redact import redact_uri
+
 PREFIX = "mldeploy-local-"
 IMAGE_REPO = "mldeploy-local-model"
 LABEL = "io.mldeploy.local"
@@ -31,7 +33,7 @@ def container_name(endpoint: str, variant: str) -> str:
 
 def container_labels(home: str, endpoint: str, variant: str, model_uri: str) -> dict[str, str]:
     return {LABEL: "1", LABEL_HOME: home, LABEL_ENDPOINT: endpoint, LABEL_VARIANT: variant,
-            LABEL_MODEL_URI: model_uri[:1000]}
+            LABEL_MODEL_URI: redact_uri(model_uri)[:1000]}
 
 
 def endpoint_filter(home: str, endpoint: str | None = None) -> dict[str, str]:

@@ -13,10 +13,11 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mldeploy.container.engines import ENGINE_NAMES
 from mldeploy.errors import ConfigError
 
 DEFAULT_VARIANT = "primary"
-ENGINES = ("flask", "mlserver")
+ENGINES = ENGINE_NAMES
 # SageMaker's endpoint/variant name rule, which also keeps container and file names safe.
 NAME_RE = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 _MEMORY = re.compile(r"^(\d+(?:\.\d+)?)\s*([bkmg]?)b?$", re.IGNORECASE)

@@ -7,31 +7,30 @@ traceback) and say what to do next.
 from __future__ import annotations
 
 import contextlib
-import json
-import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from mldeploy.errors import (
     ConfigError,
     InvocationError,
+    MissingExtraError,
     MldeployError,
-    PredictionError,
     TargetError,
+    map_exceptions,
 )
+from mldeploy.errors import invocation_error as container_error
+from mldeploy.redact import redact
 
 _CHAINED = ("During handling of the above exception", "The above exception was the direct cause")
-_SECRETS = re.compile(r"(?i)(password|secret|token|authorization)([=:]\s*)\S+")
 
 
-def scrub(text: str, limit: int = 500) -> str:
-    """Drop anything that looks like a secret and cap the length."""
-    text = _SECRETS.sub(r"\1\2[redacted]", str(text)).strip()
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+def scrub(text: object, limit: int = 500) -> str:
+    """Text from the engine for a user: :func:`mldeploy.redact.redact` clipped to ``limit``."""
+    return redact(text, limit)
 
 
-def no_sdk() -> TargetError:
-    return TargetError("the local target needs the docker SDK, which is not installed",
-                       hint="pip install 'mldeploy[local]'")
+def no_sdk() -> MissingExtraError:
+    return MissingExtraError("the local target needs the docker SDK, which is not installed",
+                             hint="pip install 'mldeploy[local]'")
 
 
 def translate(exc: BaseException, action: str) -> MldeployError:
@@ -58,23 +57,23 @@ def translate(exc: BaseException, action: str) -> MldeployError:
 @contextlib.contextmanager
 def docker_errors(action: str) -> Iterator[None]:
     """Translate any docker SDK (or socket) error raised inside the block."""
-    try:
-        yield
-    except MldeployError:
-        raise
-    except ImportError:
-        raise no_sdk() from None
-    except Exception as exc:
-        from docker.errors import DockerException
-        from requests.exceptions import RequestException
+    def silent(exc: BaseException) -> TargetError:
+        return TargetError(f"{action}: the Docker engine did not answer ({type(exc).__name__})",
+                           hint="check that dockerd runs; DOCKER_HOST names it")
 
-        if isinstance(exc, (DockerException, RequestException, OSError)):
-            if isinstance(exc, (RequestException, OSError)):
-                raise TargetError(f"{action}: the Docker engine did not answer "
-                                  f"({type(exc).__name__})",
-                                  hint="check that dockerd runs; DOCKER_HOST names it") from None
-            raise translate(exc, action) from None
-        raise
+    mapping: dict[type[BaseException] | tuple[type[BaseException], ...],
+                  Callable[[BaseException], BaseException]] = {
+        ImportError: lambda exc: no_sdk(), OSError: silent}
+    try:
+        from docker.errors import APIError, DockerException
+        from requests.exceptions import RequestException
+    except ImportError:
+        pass
+    else:  # an APIError is a requests HTTPError too: the engine did answer, so translate it
+        mapping[(APIError, DockerException)] = lambda exc: translate(exc, action)
+        mapping[RequestException] = silent
+    with map_exceptions(mapping):
+        yield
 
 
 def log_tail(text: str, lines: int) -> str:
@@ -101,26 +100,15 @@ def log_tail(text: str, lines: int) -> str:
 
 def invocation_error(name: str, status: int, body: bytes) -> InvocationError:
     """An error answer of the endpoint ``name`` (the container protocol's JSON, or the
-    gateway's) as InvocationError / PredictionError, without any stack trace it may carry."""
-    code = request_id = None
-    message = body.decode("utf-8", "replace")
-    try:
-        data = json.loads(body)
-        if isinstance(data, dict):
-            code = data.get("error_code")
-            request_id = data.get("request_id")
-            message = str(data.get("message") or message)
-    except ValueError:
-        pass
-    message = scrub(message.split("Traceback (most recent call last)")[0], 400) or "no message"
-    cls = PredictionError if status >= 500 and code in (None, "MODEL_ERROR") else InvocationError
+    gateway's) as the same InvocationError / PredictionError every target gives for it."""
+    from mldeploy.container.errors import decode_error
+
+    answer = decode_error(status, body)
     hint = {
         "UPSTREAM_UNAVAILABLE": "mldeploy get --target local shows whether its containers run",
         "MODEL_NOT_READY": "give a variant a weight (mldeploy traffic) or wait for it to load",
-    }.get(code or "", "docker logs of the endpoint's container has the server's side"
-          + (f" (request id {request_id})" if request_id else ""))
-    return cls(f"{name!r} answered {status}{f' {code}' if code else ''}: {message}",
-               status=status, error_code=code, request_id=request_id, hint=hint)
+    }.get(answer.error_code or "", "docker logs of the endpoint's container has the server's side")
+    return container_error(name, status, answer, hint=hint)
 
 
 __all__ = ["docker_errors", "invocation_error", "log_tail", "no_sdk", "scrub", "translate"]

@@ -195,7 +195,8 @@ class LocalTarget(Target):
         if leftover:
             keep = f"remove by hand: {', '.join(leftover)}"
         return DeploymentFailedError(f"{verb} {name} failed: {reason}", hint=keep,
-                                     cleaned=cleaned, leftover=leftover)
+                                     cleaned=cleaned, leftover=leftover,
+                                     cause=exc if isinstance(exc, MldeployError) else None)
 
     # -- traffic / delete -------------------------------------------------------------------------
 

@@ -152,7 +152,7 @@ def docker_build(image: ImageBuild, log: Log) -> None:
     the downloaded ``model_dir``; the label ``io.mldeploy.model.uri`` gets the user's model URI
     (credentials removed) instead of that temporary path."""
     from mldeploy.container.image import build_docker
-    from mldeploy.container.image.wheelhouse import scrub as scrub_uri
+    from mldeploy.redact import redact_uri as scrub_uri
 
     o = image.options
     extra = {"base_image": o.base_image} if o.base_image else {}

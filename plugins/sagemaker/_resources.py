@@ -56,7 +56,7 @@ def digest(obj: Any) -> str:
 def tag_value(text: str) -> str:
     """``text`` as a tag value: ``user:password@`` removed from URLs, characters tags refuse
     replaced, at most 256 characters."""
-    from mldeploy.container.image.wheelhouse import scrub as scrub_uri
+    from mldeploy.redact import redact_uri as scrub_uri
 
     return _TAG_BAD.sub("_", scrub_uri(text))[:256]
 

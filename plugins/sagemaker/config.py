@@ -11,6 +11,7 @@ import enum
 import re
 from dataclasses import dataclass, field
 
+from mldeploy.container.engines import ENGINE_NAMES
 from mldeploy.errors import ConfigError
 
 DEFAULT_INSTANCE_TYPE = "ml.m5.large"
@@ -125,9 +126,8 @@ class DeploymentConfig:
     rollback_alarms: list[str] = field(default_factory=list)
 
 
-class Engine(str, enum.Enum):
-    FLASK = "flask"
-    MLSERVER = "mlserver"
+# The engine registry's names (Engine.FLASK, Engine.MLSERVER, ...).
+Engine = enum.Enum("Engine", {n.upper(): n for n in ENGINE_NAMES}, type=str)  # type: ignore[misc]
 
 
 class EnvManager(str, enum.Enum):

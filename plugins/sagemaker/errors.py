@@ -4,7 +4,6 @@ AWS error code and message (never credentials or tracebacks) and say what to do 
 from __future__ import annotations
 
 import contextlib
-import re
 from collections.abc import Iterator
 
 from mldeploy.errors import (
@@ -12,15 +11,18 @@ from mldeploy.errors import (
     DeploymentNotFoundError,
     InvocationError,
     MldeployError,
-    PredictionError,
     TargetError,
     UsageError,
+    map_exceptions,
 )
+from mldeploy.errors import (
+    invocation_error as container_error,
+)
+from mldeploy.redact import redact
 
 _ACCESS = {"AccessDenied", "AccessDeniedException", "UnauthorizedOperation",
            "InvalidClientTokenId", "ExpiredToken", "ExpiredTokenException",
            "UnrecognizedClientException", "SignatureDoesNotMatch", "AuthFailure"}
-_SECRETS = re.compile(r"(AKIA|ASIA)[A-Z0-9]{16}|(?i:(secret|token|signature)[=:]\s*\S+)")
 
 
 class UnmanagedEndpointError(UsageError):
@@ -28,10 +30,9 @@ class UnmanagedEndpointError(UsageError):
     tag naming it): replace, add, traffic and delete refuse it unless ``-C adopt=true``."""
 
 
-def scrub(text: str, limit: int = 500) -> str:
-    """Remove key ids / secrets and cap the length of a message from AWS."""
-    text = _SECRETS.sub("[redacted]", str(text)).strip()
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+def scrub(text: object, limit: int = 500) -> str:
+    """A message from AWS for a user: :func:`mldeploy.redact.redact` clipped to ``limit``."""
+    return redact(text, limit)
 
 
 def is_not_found(exc: BaseException) -> bool:
@@ -98,16 +99,11 @@ def translate(exc: BaseException, action: str, *, name: str | None = None) -> Ml
 @contextlib.contextmanager
 def aws_errors(action: str, *, name: str | None = None) -> Iterator[None]:
     """Translate SDK errors raised inside the block (``name``: a not-found is that endpoint's)."""
-    try:
-        yield
-    except MldeployError:
-        raise
-    except Exception as exc:
-        from botocore.exceptions import BotoCoreError, ClientError
+    from botocore.exceptions import BotoCoreError, ClientError
 
-        if isinstance(exc, (BotoCoreError, ClientError)):
-            raise translate(exc, action, name=name) from None
-        raise
+    with map_exceptions({(BotoCoreError, ClientError):
+                         lambda exc: translate(exc, action, name=name)}):
+        yield
 
 
 def invocation_error(exc: BaseException, name: str) -> MldeployError:
@@ -120,11 +116,10 @@ def invocation_error(exc: BaseException, name: str) -> MldeployError:
         if code == "ModelError" or "OriginalStatusCode" in exc.response:
             status = int(exc.response.get("OriginalStatusCode") or 500)
             body = str(exc.response.get("OriginalMessage") or err.get("Message", ""))
-            cls = PredictionError if status >= 500 else InvocationError
-            return cls(f"the model on {name!r} answered {status}: {_model_message(body)}",
-                       status=status, error_code=code,
-                       request_id=exc.response.get("ResponseMetadata", {}).get("RequestId"),
-                       hint="see the endpoint's CloudWatch log /aws/sagemaker/Endpoints/" + name)
+            return container_error(
+                name, status, body,
+                request_id=exc.response.get("ResponseMetadata", {}).get("RequestId"),
+                hint="see the endpoint's CloudWatch log /aws/sagemaker/Endpoints/" + name)
         msg = _message(exc)
         if msg.startswith("Endpoint ") and "not found" in msg:
             return DeploymentNotFoundError(f"no SageMaker endpoint named {name!r}",
@@ -135,19 +130,6 @@ def invocation_error(exc: BaseException, name: str) -> MldeployError:
                 return InvocationError(f"invoke {name}: {scrub(msg, 300)}", status=status or 400,
                                        error_code=code, hint="check the request and --variant")
     return translate(exc, f"invoke {name}")
-
-
-def _model_message(body: str) -> str:
-    """The server's error message without any stack trace it may have sent."""
-    import json
-
-    try:
-        data = json.loads(body)
-        if isinstance(data, dict):
-            body = str(data.get("message") or data.get("error") or body)
-    except ValueError:
-        pass
-    return scrub(body.split("Traceback (most recent call last)")[0], 300) or "no message"
 
 
 __all__ = ["UnmanagedEndpointError", "aws_errors", "invocation_error", "is_not_found", "scrub",

@@ -1,19 +1,19 @@
 """The deployment commands: ``deploy``, ``delete``, ``get``, ``list``, ``invoke``, ``traffic``.
 
 A thin layer over :mod:`mldeploy.api`: parse options, call the API, print. Results go to stdout
-(``get``/``list``/``delete`` as JSON), progress to stderr. Errors are raised as
-:class:`~mldeploy.errors.MldeployError` and turned into one line and an exit code by the main
-group's error bridge in :mod:`mldeploy.cli`.
+(JSON, or YAML with ``-o yaml``; ``deploy`` prints text by default), progress to stderr. Errors
+are raised as :class:`~mldeploy.errors.MldeployError` and turned into one line and an exit code
+by the main group's error bridge in :mod:`mldeploy.cli`.
 """
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import Any
 
 import click
 
+from mldeploy._cli_output import emit, output_option
 from mldeploy.errors import UsageError
 
 
@@ -48,10 +48,6 @@ def _progress(event: Any) -> None:
     click.echo(str(event), err=True)
 
 
-def _print_json(obj: Any) -> None:
-    click.echo(json.dumps(obj, indent=2, default=str))
-
-
 @click.command("deploy")
 @_target_options
 @_name_option
@@ -64,14 +60,14 @@ def _print_json(obj: Any) -> None:
 @click.option("--wait/--no-wait", default=True, show_default=True,
               help="Wait until the deployment is ready.")
 @click.option("--timeout", type=float, default=None, help="Seconds to wait (default: target's).")
-@click.option("-o", "--output", type=click.Choice(["text", "json", "yaml"]), default="text",
-              show_default=True,
-              help="yaml with --dry-run: the manifests a declarative target would apply.")
+@output_option("text", text=True)
 def deploy_command(
     target: str, config_items: tuple[str, ...], config_file: str | None, name: str,
     model_uri: str, mode: str, dry_run: bool, wait: bool, timeout: float | None, output: str,
 ) -> None:
-    """Deploy MODEL_URI to TARGET under NAME."""
+    """Deploy MODEL_URI to TARGET under NAME.
+
+    With --dry-run, -o yaml prints the manifests a declarative target would apply."""
     from mldeploy import api
     from mldeploy.target import Plan
 
@@ -85,14 +81,10 @@ def deploy_command(
             raise UsageError(f"the {result.target} target has no manifests to print",
                              hint="use -o text or -o json")
         click.echo(result.to_yaml(), nl=False)
-    elif output == "yaml":
-        import yaml
-
-        click.echo(yaml.safe_dump(result.to_dict(), sort_keys=False), nl=False)
-    elif isinstance(result, Plan) and output == "text":
-        click.echo(str(result))
+    elif isinstance(result, Plan):
+        emit(result.to_dict(), output, text=lambda: str(result))
     else:
-        _print_json(result.to_dict())
+        emit(result.to_dict(), "json" if output == "text" else output)
 
 
 @click.command("delete")
@@ -100,38 +92,42 @@ def deploy_command(
 @_name_option
 @click.option("--wait/--no-wait", default=True, show_default=True)
 @click.option("--timeout", type=float, default=None)
+@output_option()
 def delete_command(
     target: str, config_items: tuple[str, ...], config_file: str | None, name: str, wait: bool,
-    timeout: float | None,
+    timeout: float | None, output: str,
 ) -> None:
     """Delete deployment NAME and everything mldeploy created for it (idempotent)."""
     from mldeploy import api
 
     result = api.delete(target, name=name, config=_config(config_items), config_file=config_file,
                         wait=wait, timeout=timeout, progress=_progress)
-    _print_json(result.to_dict())
+    emit(result.to_dict(), output)
 
 
 @click.command("get")
 @_target_options
 @_name_option
+@output_option()
 def get_command(target: str, config_items: tuple[str, ...], config_file: str | None,
-                name: str) -> None:
-    """Print deployment NAME as JSON."""
+                name: str, output: str) -> None:
+    """Print deployment NAME."""
     from mldeploy import api
 
-    _print_json(api.get(target, name=name, config=_config(config_items),
-                        config_file=config_file).to_dict())
+    emit(api.get(target, name=name, config=_config(config_items),
+                 config_file=config_file).to_dict(), output)
 
 
 @click.command("list")
 @_target_options
-def list_command(target: str, config_items: tuple[str, ...], config_file: str | None) -> None:
-    """Print every deployment on TARGET as a JSON list."""
+@output_option()
+def list_command(target: str, config_items: tuple[str, ...], config_file: str | None,
+                 output: str) -> None:
+    """Print every deployment on TARGET as a list."""
     from mldeploy import api
 
     deps = api.list_deployments(target, config=_config(config_items), config_file=config_file)
-    _print_json([d.to_dict() for d in deps])
+    emit([d.to_dict() for d in deps], output)
 
 
 @click.command("invoke")
@@ -142,14 +138,15 @@ def list_command(target: str, config_items: tuple[str, ...], config_file: str | 
 @click.option("-d", "--data", default=None, help="The request body inline.")
 @click.option("--content-type", default="application/json", show_default=True)
 @click.option("--variant", default=None, help="Send to this variant only.")
-@click.option("-o", "--output-path", type=click.Path(dir_okay=False), default=None,
+@click.option("--output-path", type=click.Path(dir_okay=False), default=None,
               help="Write the raw response here instead of printing the predictions.")
+@output_option()
 def invoke_command(
     target: str, config_items: tuple[str, ...], config_file: str | None, name: str,
     input_path: str | None, data: str | None, content_type: str, variant: str | None,
-    output_path: str | None,
+    output_path: str | None, output: str,
 ) -> None:
-    """Send a request to deployment NAME and print its predictions as JSON."""
+    """Send a request to deployment NAME and print its predictions."""
     from mldeploy import api
 
     if (input_path is None) == (data is None):
@@ -171,7 +168,7 @@ def invoke_command(
         with open(output_path, "wb") as fh:
             fh.write(pred.raw)
     else:
-        _print_json(pred.to_dict()["predictions"])
+        emit(pred.to_dict()["predictions"], output)
 
 
 @click.command("traffic")
@@ -181,16 +178,17 @@ def invoke_command(
               help="New weights, e.g. blue=9,green=1.")
 @click.option("--wait/--no-wait", default=True, show_default=True)
 @click.option("--timeout", type=float, default=None)
+@output_option()
 def traffic_command(
     target: str, config_items: tuple[str, ...], config_file: str | None, name: str, weights: str,
-    wait: bool, timeout: float | None,
+    wait: bool, timeout: float | None, output: str,
 ) -> None:
     """Shift traffic between the variants of deployment NAME."""
     from mldeploy import api
 
     dep = api.traffic(target, name=name, weights=weights, config=_config(config_items),
                       config_file=config_file, wait=wait, timeout=timeout, progress=_progress)
-    _print_json(dep.to_dict())
+    emit(dep.to_dict(), output)
 
 
 COMMANDS = [deploy_command, delete_command, get_command, list_command, invoke_command,

@@ -50,3 +50,6 @@ def sagemaker(port: int, creating_seconds: float, updating_seconds: float,
                   updating_seconds=updating_seconds, deleting_seconds=deleting_seconds,
                   startup_seconds=startup_seconds,
                   echo=lambda line: click.echo(line, err=not line.startswith("export ")))
+
+
+COMMANDS = [emulate]

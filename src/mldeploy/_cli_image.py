@@ -7,12 +7,13 @@ code by the main group's error bridge in :mod:`mldeploy.cli`.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 from typing import Any
 
 import click
 
+from mldeploy._cli_output import emit, output_option
+from mldeploy.container.engines import DEFAULT_ENGINE, ENGINE_NAMES
 from mldeploy.errors import UsageError
 
 
@@ -36,7 +37,7 @@ def _image_options(f: Any) -> Any:
         click.option("-m", "--model-uri", default=None, metavar="URI",
                      help="Model to bake in: path, runs:/, models:/, s3://. Without it: a generic "
                      "image that serves the model mounted at /opt/ml/model."),
-        click.option("--engine", type=click.Choice(["flask", "mlserver"]), default="flask",
+        click.option("--engine", type=click.Choice(ENGINE_NAMES), default=DEFAULT_ENGINE,
                      show_default=True, help="Serving engine in the image."),
         click.option("--base-image", default=None, metavar="IMAGE",
                      help="Base image with python3 and its venv module. "
@@ -58,6 +59,7 @@ def _image_options(f: Any) -> Any:
                      help="mldeploy wheel to install. [default: built from this installation]"),
         click.option("--cache-dir", default=None, type=click.Path(file_okay=False),
                      help="Wheelhouse cache. [default: ~/.cache/mldeploy]"),
+        output_option(),
     ]):
         f = decorator(f)
     return f
@@ -69,9 +71,8 @@ def _common(kwargs: dict[str, Any]) -> dict[str, Any]:
     return kwargs
 
 
-def _print(result: Any) -> None:
-    data = asdict(result)
-    click.echo(json.dumps(data, indent=2, default=str))
+def _print(result: Any, output: str) -> None:
+    emit(asdict(result), output)
 
 
 @click.command("build-docker")
@@ -86,13 +87,13 @@ def _print(result: Any) -> None:
 @click.option("--keep-context", default=None, type=click.Path(file_okay=False),
               help="Keep the build context in this directory.")
 def build_docker(model_uri: str | None, name: str, push: bool, region: str | None,
-                 keep_context: str | None, **kwargs: Any) -> None:
+                 keep_context: str | None, output: str, **kwargs: Any) -> None:
     """Build a serving image with the model's dependencies baked in (offline build)."""
     from mldeploy.container.image import build_docker as build
 
     result = build(model_uri, name, keep_context=keep_context, log=_progress,
                    push_to=name if push else None, push_region=region, **_common(kwargs))
-    _print(result)
+    _print(result, output)
 
 
 @click.command("generate-dockerfile")
@@ -100,7 +101,8 @@ def build_docker(model_uri: str | None, name: str, push: bool, region: str | Non
 @click.option("-d", "--output-directory", default="mldeploy-dockerfile", show_default=True,
               type=click.Path(file_okay=False),
               help="Directory for the Dockerfile and its context (new, empty or generated).")
-def generate_dockerfile(model_uri: str | None, output_directory: str, **kwargs: Any) -> None:
+def generate_dockerfile(model_uri: str | None, output_directory: str, output: str,
+                        **kwargs: Any) -> None:
     """Write a Dockerfile and its build context; build it with `docker build --network none DIR`."""
     from mldeploy.container.image import generate_dockerfile as generate
 
@@ -109,7 +111,7 @@ def generate_dockerfile(model_uri: str | None, output_directory: str, **kwargs: 
         _progress(f"note: {note}")
     _progress(f"wrote {context.dockerfile}; build it with: docker build --network none "
               f"-t IMAGE {context.directory}")
-    _print(context)
+    _print(context, output)
 
 
 @click.command("push")
@@ -121,14 +123,17 @@ def generate_dockerfile(model_uri: str | None, output_directory: str, **kwargs: 
               help="Fail instead of creating a missing ECR repository.")
 @click.option("--no-ecr", is_flag=True,
               help="Plain registry: no ECR authentication or repository creation.")
+@output_option()
 def push(image: str, to: str, region: str | None, no_create_repository: bool,
-         no_ecr: bool) -> None:
+         no_ecr: bool, output: str) -> None:
     """Push a local image to ECR, authenticating with ECR's API (no aws CLI needed)."""
     from mldeploy.container.image import push_image
 
     result = push_image(image, to, region=region, create_repository=not no_create_repository,
                         use_ecr=not no_ecr, log=_progress)
-    _print(result)
+    _print(result, output)
 
+
+COMMANDS = [build_docker, generate_dockerfile, push]
 
 __all__ = ["build_docker", "generate_dockerfile", "push"]

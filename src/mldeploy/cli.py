@@ -1,32 +1,99 @@
-"""The ``mldeploy`` command: a thin layer over the Python API with one error bridge.
+"""The ``mldeploy`` command: a thin click layer over the Python API.
 
-Every :class:`~mldeploy.errors.MldeployError` becomes one readable line on stderr (plus one naming
-what a failed deployment left behind, when it could not remove everything) and the error's exit
-code (2 for bad input, 1 otherwise); no traceback reaches the user unless ``--debug``.
+Every command is registered when this module is imported (their bodies import what they need
+when they run). :class:`MldeployGroup` is the one error bridge: every
+:class:`~mldeploy.errors.MldeployError` becomes one redacted line on stderr (plus one naming what a
+failed deployment left behind, when it could not remove everything) and the exit code of its
+class (:data:`mldeploy.errors.EXIT_CODES`, the README's table); an internal error is one line and
+exit code 1. No traceback reaches the user unless ``--debug``, which is accepted anywhere on the
+command line. ``click.testing.CliRunner`` exercises the bridge as the ``mldeploy`` script does.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import sys
+import traceback
 from collections.abc import Sequence
+from typing import Any
 
 import click
 
 from . import __version__
-from .errors import MldeployError, UsageError
+from ._cli_output import output_option
+from .container.engines import ENGINE_NAMES
+from .errors import MldeployError
+from .redact import redact
 
 CONTAINER_MODEL_DIR = "/opt/ml/model"
+DEBUG_FLAG = "--debug"
+_DEBUG_KEY = "mldeploy.debug"
+INTERRUPTED = 130
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class MldeployGroup(click.Group):
+    """The ``mldeploy`` group and its one error bridge."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        # --debug anywhere (before a "--" that ends the options): taken out here, so that
+        # `mldeploy deploy ... --debug` and `mldeploy --debug deploy ...` mean the same.
+        end = args.index("--") if "--" in args else len(args)
+        if DEBUG_FLAG in args[:end]:
+            ctx.meta[_DEBUG_KEY] = True
+            args = [a for i, a in enumerate(args) if a != DEBUG_FLAG or i >= end]
+        return super().parse_args(ctx, args)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException):
+            raise
+        except MldeployError as exc:
+            if debugging(ctx):
+                click.echo(traceback.format_exc().rstrip(), err=True)
+            for line in error_lines(exc):
+                click.echo(line, err=True)
+            raise click.exceptions.Exit(exc.exit_code) from None
+        except (KeyboardInterrupt, click.Abort):
+            click.echo("aborted", err=True)
+            raise click.exceptions.Exit(INTERRUPTED) from None
+        except Exception as exc:  # an internal error: one line, the traceback only with --debug
+            if debugging(ctx):
+                raise
+            click.echo(
+                f"error: internal error ({type(exc).__name__}: {redact(exc, 300)}); rerun with "
+                "--debug for the traceback and report it",
+                err=True,
+            )
+            raise click.exceptions.Exit(1) from None
+
+
+def debugging(ctx: click.Context) -> bool:
+    return bool(ctx.meta.get(_DEBUG_KEY) or (ctx.find_root().params or {}).get("debug"))
+
+
+def error_lines(exc: MldeployError) -> list[str]:
+    """What the CLI prints for ``exc``: one line (message — hint), and for a failed deployment
+    that could not undo everything, one more naming what is left (unless the line names it).
+    Credentials are redacted (a model URI with ``user:password@`` in a message)."""
+    line = f"error: {exc.message}"
+    if exc.hint:
+        line += f" — {exc.hint}"
+    lines = [redact(line)]
+    leftover = [str(item) for item in getattr(exc, "leftover", None) or ()]
+    if leftover and not all(item in line for item in leftover):
+        lines.append(redact(f"not undone, see to it by hand: {', '.join(leftover)}"))
+    return lines
+
+
+@click.group(cls=MldeployGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="mldeploy")
-@click.option("--debug", is_flag=True, help="Show tracebacks of internal errors.")
+@click.option("--debug", is_flag=True,
+              help="Show tracebacks of errors (accepted anywhere on the command line).")
 @click.pass_context
 def cli(ctx: click.Context, debug: bool) -> None:
     """Put an MLflow model behind a production endpoint on any target, and take it down safely."""
-    ctx.obj = {"debug": debug}
+    ctx.obj = {"debug": debug or bool(ctx.meta.get(_DEBUG_KEY))}
 
 
 @cli.command()
@@ -36,7 +103,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
 @click.option("--host", default=None, help="Address to bind. [default: 127.0.0.1]")
 @click.option("--port", type=int, default=None,
               help="Port. [default: $SAGEMAKER_BIND_TO_PORT or 8080]")
-@click.option("--engine", type=click.Choice(["flask", "mlserver"]), default=None,
+@click.option("--engine", type=click.Choice(ENGINE_NAMES), default=None,
               help="Serving engine. [default: flask]")
 @click.option("-w", "--workers", type=int, default=None,
               help="Worker processes. [default: $SAGEMAKER_MODEL_SERVER_WORKERS or one per core]")
@@ -48,22 +115,11 @@ def cli(ctx: click.Context, debug: bool) -> None:
               help="Largest request body. [default: 6 MiB, SageMaker real-time's limit]")
 def serve(model_uri: str | None, **options: object) -> None:
     """Serve a model over HTTP: /ping, /health, /version, POST /invocations."""
-    from mldeploy.container.engines import run
-    from mldeploy.container.settings import ServerSettings, SettingsError
-
-    from .model_uri import materialize
+    from mldeploy.container.engines import serve as serve_model
 
     if model_uri is None and not os.environ.get("MLDEPLOY_MODEL_URI"):
         model_uri = _default_model()
-    try:
-        settings = ServerSettings.resolve(model_uri=model_uri, **options)
-    except SettingsError as exc:
-        raise UsageError(str(exc)) from None
-    # Resolve (and download) once, here, so every worker loads the same local copy and a bad URI
-    # fails before the server starts. The engine returns on SIGTERM and on a failed load, so a
-    # download is removed whenever the server exits (by this process, not by forked workers).
-    with materialize(settings.model_uri) as local:
-        code = run(dataclasses.replace(settings, model_uri=str(local)))
+    code = serve_model(model_uri=model_uri, **options)
     if code:
         raise click.exceptions.Exit(code)
 
@@ -81,72 +137,34 @@ def _default_model() -> str:
     return path
 
 
-def _register_optional_commands() -> None:
-    """Commands that live in their own modules (image builder, deploy verbs)."""
-    import importlib
+def _register() -> None:
+    from . import _cli_deploy, _cli_emulate, _cli_image, _cli_info
 
-    for module, names in (
-        ("mldeploy._cli_image", ("build_docker", "generate_dockerfile", "push")),
-        ("mldeploy._cli_deploy", ("deploy", "delete", "get", "list", "invoke", "traffic")),
-        ("mldeploy._cli_emulate", ("emulate",)),
-    ):
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
-            continue
-        for name in names:
-            command = getattr(mod, name, None) or getattr(mod, f"{name}_command", None)
-            if isinstance(command, click.Command):
-                cli.add_command(command)
+    for command in (*_cli_image.COMMANDS, *_cli_deploy.COMMANDS, *_cli_info.COMMANDS,
+                    *_cli_emulate.COMMANDS):
+        cli.add_command(command)
 
 
-def error_lines(exc: MldeployError) -> list[str]:
-    """What the CLI prints for ``exc``: one line (message — hint), and for a failed deployment
-    that could not undo everything, one more naming what is left (unless the line names it)."""
-    line = f"error: {exc.message}"
-    if exc.hint:
-        line += f" — {exc.hint}"
-    lines = [line]
-    leftover = [str(item) for item in getattr(exc, "leftover", None) or ()]
-    if leftover and not all(item in line for item in leftover):
-        lines.append(f"not undone, see to it by hand: {', '.join(leftover)}")
-    return lines
+_register()
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Entry point of the ``mldeploy`` script: the one error bridge."""
-    _register_optional_commands()
-    args = list(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in args
+    """Entry point of the ``mldeploy`` script: returns on success, else exits with the code the
+    group's bridge (or click, for a usage error) chose."""
     try:
-        code = cli.main(args=args, prog_name="mldeploy", standalone_mode=False)
-        if isinstance(code, int):  # click returns Exit codes instead of raising them here
-            sys.exit(code)
-    except click.exceptions.Exit as exc:
+        code = cli.main(args=None if argv is None else list(argv), prog_name="mldeploy",
+                        standalone_mode=False)
+    except click.ClickException as exc:  # click's own usage errors: its message, code 2
+        exc.show()
         sys.exit(exc.exit_code)
     except click.Abort:
         click.echo("aborted", err=True)
-        sys.exit(130)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except MldeployError as exc:
-        for line in error_lines(exc):
-            click.echo(line, err=True)
-        sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        sys.exit(130)
-    except Exception as exc:  # an internal error: one line, traceback only with --debug
-        if debug:
-            raise
-        click.echo(
-            f"error: internal error ({type(exc).__name__}: {exc}); rerun with --debug for the "
-            "traceback and report it",
-            err=True,
-        )
-        sys.exit(1)
+        sys.exit(INTERRUPTED)
+    if isinstance(code, int) and code:  # click returns an Exit's code here
+        sys.exit(code)
+
+
+__all__ = ["DEBUG_FLAG", "MldeployGroup", "cli", "error_lines", "main", "output_option"]
 
 
 if __name__ == "__main__":

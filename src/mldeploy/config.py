@@ -278,7 +278,8 @@ def _to_bool(raw: Any, key: str) -> bool:
         return True
     if text in _FALSE:
         return False
-    raise ConfigError(f"config {key}={raw!r} is not a boolean", hint="use true/false (or 1/0)")
+    raise ConfigError(f"config {key}={raw!r} is not a boolean",
+                      hint="use true/false, 1/0, yes/no or on/off")
 
 
 def _to_number(raw: Any, tp: type, key: str) -> Any:
@@ -314,28 +315,65 @@ def to_dict(config: Any) -> dict[str, Any]:
     return plain(config)
 
 
-def describe_config(cls: type) -> list[dict[str, Any]]:
-    """Each key of a config class with its type, default and help (for docs and ``--help``)."""
+def describe_config(cls: type, *, _prefix: str = "") -> list[dict[str, Any]]:
+    """Every ``-C`` key of a config class, sections flattened to dotted keys
+    (``serverless_config.memory_size_in_mb``): its type, default, help and constraints
+    (``choices``, ``min``, ``max``, ``step``), for ``mldeploy config -t TARGET`` and the docs."""
     out = []
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         if not f.init:
             continue
+        key = f"{_prefix}{f.name}"
+        tp = hints[f.name]
+        section = _section(tp)
         if f.default is not dataclasses.MISSING:
             default = f.default
         elif f.default_factory is not dataclasses.MISSING:
             default = f.default_factory()
         else:
             default = None
-        out.append(
-            {
-                "key": f.name,
-                "type": getattr(hints[f.name], "__name__", str(hints[f.name])),
-                "default": to_dict(default),
-                "help": f.metadata.get("help", ""),
-            }
-        )
+        if section is not None:
+            out.extend(describe_config(section, _prefix=f"{key}."))
+            continue
+        entry: dict[str, Any] = {
+            "key": key,
+            "type": type_name(tp),
+            "default": to_dict(default),
+            "help": f.metadata.get("help", ""),
+        }
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            entry["required"] = True
+        for name in ("choices", "min", "max", "step"):
+            if name in f.metadata:
+                entry[name] = to_dict(list(f.metadata[name]) if name == "choices"
+                                      else f.metadata[name])
+        out.append(entry)
     return out
+
+
+def _section(tp: Any) -> type | None:
+    """The dataclass behind a section field (``X`` or ``X | None``), else None."""
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        non_none = [a for a in typing.get_args(tp) if a is not type(None)]
+        tp = non_none[0] if len(non_none) == 1 else None
+    return tp if isinstance(tp, type) and dataclasses.is_dataclass(tp) else None
+
+
+def type_name(tp: Any) -> str:
+    """A config type as the user writes it: ``int | None``, ``bool``, ``list[str]``, ``one of
+    flask, mlserver`` (an enum: its values)."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(type_name(a) for a in args)
+    if tp is type(None):
+        return "None"
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        return "one of " + ", ".join(str(m.value) for m in tp)
+    if origin is not None:
+        inner = ", ".join(type_name(a) for a in args)
+        return f"{getattr(origin, '__name__', str(origin))}[{inner}]"
+    return getattr(tp, "__name__", str(tp))
 
 
 __all__ = [
@@ -348,4 +386,5 @@ __all__ = [
     "nearest_key",
     "parse_assignments",
     "to_dict",
+    "type_name",
 ]

@@ -8,9 +8,11 @@ gives the ``pip install 'mldeploy[EXTRA]'`` command to run.
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import importlib.metadata as md
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -91,6 +93,70 @@ class Registry:
         return cls(config, location=spec.location, **kwargs)
 
 
+@dataclass(frozen=True)
+class TargetInfo:
+    """What ``mldeploy targets`` shows of one registered target: whether it can be used here
+    (``installed``; else ``problem`` says why and ``install`` what to run), the extra it comes
+    with, and the ``capabilities`` the target class declares (empty when it declares none)."""
+
+    name: str
+    installed: bool
+    install: str
+    extra: str | None = None
+    summary: str = ""
+    capabilities: tuple[str, ...] = ()
+    problem: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "installed": self.installed, "extra": self.extra,
+                "install": self.install, "summary": self.summary,
+                "capabilities": list(self.capabilities), "problem": self.problem}
+
+
+def capabilities_of(cls: type) -> tuple[str, ...]:
+    """The capabilities a target class declares as data (a ``capabilities`` collection of
+    strings or enum members), sorted; () when it declares none."""
+    declared = getattr(cls, "capabilities", None)
+    if declared is None or isinstance(declared, (str, bytes)) or callable(declared):
+        return ()
+    if dataclasses.is_dataclass(declared):  # flags as fields: the ones set
+        declared = {f.name: getattr(declared, f.name) for f in dataclasses.fields(declared)}
+    if isinstance(declared, Mapping):
+        declared = [key for key, on in declared.items() if on]
+    try:
+        items = list(declared)
+    except TypeError:
+        return ()
+    return tuple(sorted({_capability_name(item) for item in items}))
+
+
+def _capability_name(item: Any) -> str:
+    if isinstance(item, enum.Enum):
+        value = item.value
+        return value if isinstance(value, str) else str(item.name).lower()
+    return str(item)
+
+
+def describe_targets(registry: Registry | None = None) -> list[TargetInfo]:
+    """Every target registered under the entry-point group, loaded to see whether its extra is
+    installed and what it declares."""
+    registry = registry or Registry()
+    out = []
+    for name, ep in sorted(registry.entry_points().items()):
+        install = _install_spec(ep, name)
+        extra = install.split("[", 1)[1].rstrip("]'") if "[" in install else None
+        try:
+            cls = registry.target_class(name)
+        except TargetNotFoundError as exc:
+            out.append(TargetInfo(name, False, f"pip install {install}", extra,
+                                  problem=exc.message))
+            continue
+        doc = (cls.__doc__ or "").strip().splitlines()
+        out.append(TargetInfo(name, True, f"pip install {install}", extra,
+                              summary=doc[0] if doc else "", capabilities=capabilities_of(cls)))
+    return out
+
+
 def _install_spec(ep: md.EntryPoint, name: str) -> str:
     """``'mldeploy[name]'`` when the distribution declares that extra, else the distribution."""
     dist = getattr(ep, "dist", None)
@@ -118,8 +184,11 @@ TargetFactory = Callable[..., Target]
 __all__ = [
     "GROUP",
     "Registry",
+    "TargetInfo",
     "TargetSpec",
     "available_targets",
+    "capabilities_of",
+    "describe_targets",
     "get_target",
     "get_target_class",
     "parse_target_spec",
