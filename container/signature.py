@@ -1,7 +1,8 @@
 """Signature enforcement for column-based MLflow signatures: names, then types, strictly.
 
-Unknown, missing or duplicate columns and values of the wrong type are ``INVALID_PARAMETER_VALUE``
-errors naming the column (and the first bad row).
+Unknown, missing or duplicate columns are ``INVALID_PARAMETER_VALUE`` errors naming them; values of
+the wrong type are ``BAD_REQUEST`` (MLflow's codes for the same mistakes) naming the column, the
+first bad row and what it holds, never the value itself.
 """
 
 from __future__ import annotations
@@ -126,11 +127,12 @@ def _cast_number(series: pd.Series, values: np.ndarray, col: Column) -> np.ndarr
     floats = values.astype(np.float64, copy=False)
     bad = np.isnan(floats) | (floats != np.trunc(floats))
     if bad.any():
-        raise _type_error(col, series, bad, "null" if np.isnan(floats[bad][0]) else None)
+        what = "null" if np.isnan(floats[bad][0]) else "got a fractional number"
+        raise _type_error(col, series, bad, what)
     info = np.iinfo(col.dtype)
     if values.dtype.kind == "f" and ((floats < info.min) | (floats > info.max)).any():
         raise ProtocolError(
-            "INVALID_PARAMETER_VALUE", f"column '{col.name}' has values out of {col.type} range"
+            "BAD_REQUEST", f"column '{col.name}' has values out of {col.type} range"
         )
     return values.astype(col.dtype)
 
@@ -153,7 +155,7 @@ def _type_error(
         row = int(np.argmax(bad))
         where = f" (row {row}: {what or _kind(series.iloc[row])})"
     return ProtocolError(
-        "INVALID_PARAMETER_VALUE",
+        "BAD_REQUEST",  # as MLflow's "Failed to convert column ..."
         f"column '{col.name}' must be {col.type}{where}",
     )
 

@@ -162,7 +162,7 @@ def test_wrong_types_name_the_column_and_row(clf, frame):
     data = frame.values.tolist()
     data[1][3] = "abc"
     err = _error(clf, {"dataframe_split": {"columns": list(frame.columns), "data": data}})
-    assert err.error_code == "INVALID_PARAMETER_VALUE"
+    assert err.error_code == "BAD_REQUEST"  # as MLflow's "Failed to convert column"
     assert "column 'f3' must be double (row 1: got a string)" == err.message
     for literal in (True, False):
         data[1][3] = literal
