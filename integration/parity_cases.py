@@ -67,6 +67,8 @@ CASES: list[tuple[str, str, str, bytes, str | None]] = [
     ("classifier", "null_in_double", JSON, _j(_split([_with(_ROW, 3, None)])), None),
     ("classifier", "malformed_split_index", JSON,
      _j(_split([_ROW, _ROW2, _ROW], index=[1, 2])), None),
+    ("classifier", "split_index_broadcasts_one_row", JSON,
+     _j(_split([_ROW], index=[1, 2])), None),
     ("classifier", "string_in_double", JSON, _j(_split([_with(_ROW, 3, "ZZSECRETZZ")])), None),
     ("classifier", "bool_in_double", JSON, _j(_split([_with(_ROW, 3, True)])), None),
     ("classifier", "unknown_column", JSON, _j(_split([_ROW + [1.0]], _F + ["nope"])), None),
@@ -216,5 +218,10 @@ DIFFERENCES: dict[str, tuple[int, str | None, str]] = {
         500, "MODEL_ERROR",
         "the model's own exception is a 500 (MLflow: 400 BAD_REQUEST for every exception the "
         "model raises), so a broken model pages its owner rather than looking like bad input",
+    ),
+    "classifier/split_index_broadcasts_one_row": (
+        400, "BAD_REQUEST",
+        "stricter: with one row of 'data' and more 'index' labels pandas repeats the row in "
+        "MLflow; we ask for one label per row",
     ),
 }
