@@ -28,6 +28,12 @@ def _split(rows, columns=_F, **extra):
     return {"dataframe_split": {"columns": columns, "data": rows, **extra}}
 
 
+def _parquet(rows):
+    import pandas as pd
+
+    return pd.DataFrame(rows, columns=_F).to_parquet()
+
+
 def _rec(row):
     return dict(zip(_F, row, strict=True))
 
@@ -62,6 +68,7 @@ CASES: list[tuple[str, str, str, bytes, str | None]] = [
      _j({"inputs": {f: [v] for f, v in zip(_F, _ROW, strict=True)}}), None),
     ("classifier", "ints_in_double", JSON, _j(_split([[int(v) for v in _ROW]])), None),
     ("classifier", "csv_header", CSV, _csv([_ROW, _ROW2]), None),
+    ("classifier", "parquet", "application/vnd.apache.parquet", _parquet([_ROW, _ROW2]), None),
     ("classifier", "params_ignored", JSON, _j({**_split([_ROW]), "params": {}}), None),
     ("classifier", "nan_literal", JSON, _j(_split([_with(_ROW, 3, math.nan)])), None),
     ("classifier", "null_in_double", JSON, _j(_split([_with(_ROW, 3, None)])), None),

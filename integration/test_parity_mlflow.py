@@ -205,3 +205,9 @@ def test_accept_csv_and_jsonlines_one_line_per_row(servers):
     lines, _ = _both(servers, "classifier", "accept_jsonlines")
     assert lines.content_type == "application/jsonlines"
     assert [json.loads(line) for line in lines.raw.decode().splitlines()] == peer.value
+
+
+def test_readme_lists_every_intended_difference():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    for key, (status, code, _why) in DIFFERENCES.items():
+        assert f"| `{key}` | {status}{' ' + code if code else ''} |" in readme, key
