@@ -172,8 +172,10 @@ def _parse_doc(doc: dict[str, Any], model: ServedModel, body: bytes) -> ModelInp
         data = _frame_from_split(value, model, body)
     elif key == "dataframe_records":
         data = _frame_from_records(value, model)
-    else:
+    elif _is_table(value):
         data = _tensor_input(key, value, model)
+    else:  # rows as arrays, a scalar: MLflow's parser and enforcement, as `mlflow models serve`
+        return ModelInput(_mlflow_parse(key, value, model), params, enforced=False)
     return ModelInput(data, params)
 
 
@@ -311,31 +313,25 @@ def _frame_from_records(value: Any, model: ServedModel) -> pd.DataFrame:
     return enforce_frame(frame, model)
 
 
-def _tensor_input(key: str, value: Any, model: ServedModel) -> Any:
-    """``instances`` / ``inputs`` (TF-serving style) for a column signature: a list of objects
-    or an object of columns becomes a DataFrame; everything else goes to MLflow's own parser."""
-    if isinstance(value, list) and value and all(isinstance(r, dict) for r in value):
-        return _frame_from_records(value, model)
+def _is_table(value: Any) -> bool:
+    """A list of objects (records) or an object (of columns)."""
     if isinstance(value, dict):
-        try:
-            frame = pd.DataFrame({k: _as_column(v) for k, v in value.items()})
-        except (ValueError, TypeError) as exc:
-            raise ProtocolError(
-                "BAD_REQUEST", f"'{key}' columns do not form a table: {first_line(exc)}"
-            ) from None
-        return enforce_frame(frame, model)
-    schema = model.pyfunc.metadata.get_input_schema()
+        return True
+    return isinstance(value, list) and bool(value) and all(isinstance(r, dict) for r in value)
+
+
+def _tensor_input(key: str, value: Any, model: ServedModel) -> pd.DataFrame:
+    """``instances`` / ``inputs`` (TF-serving style) for a column signature, as a table: a list
+    of objects or an object of columns becomes a DataFrame, enforced here."""
+    if isinstance(value, list):
+        return _frame_from_records(value, model)
     try:
-        parsed = mlc.parse_tf_serving({key: value}, schema)
-    except mlc.mlflow_exception() as exc:
-        raise _from_mlflow(exc, f"'{key}' is invalid: ") from None
-    if isinstance(parsed, pd.DataFrame):
-        return enforce_frame(parsed, model)
-    raise ProtocolError(
-        "BAD_REQUEST",
-        f"'{key}' must be a list of objects (one per row) or an object of columns for this "
-        f"model's column signature ({len(model.column_names)} columns)",
-    )
+        frame = pd.DataFrame({k: _as_column(v) for k, v in value.items()})
+    except (ValueError, TypeError) as exc:
+        raise ProtocolError(
+            "BAD_REQUEST", f"'{key}' columns do not form a table: {first_line(exc)}"
+        ) from None
+    return enforce_frame(frame, model)
 
 
 def _as_column(value: Any) -> Any:

@@ -66,6 +66,8 @@ CASES: list[tuple[str, str, str, bytes, str | None]] = [
     ("classifier", "instances_records", JSON, _j({"instances": [_rec(_ROW)]}), None),
     ("classifier", "inputs_columns", JSON,
      _j({"inputs": {f: [v] for f, v in zip(_F, _ROW, strict=True)}}), None),
+    ("classifier", "inputs_rows", JSON, _j({"inputs": [_ROW, _ROW2]}), None),
+    ("classifier", "instances_rows", JSON, _j({"instances": [_ROW]}), None),
     ("classifier", "ints_in_double", JSON, _j(_split([[int(v) for v in _ROW]])), None),
     ("classifier", "csv_header", CSV, _csv([_ROW, _ROW2]), None),
     ("classifier", "parquet", "application/vnd.apache.parquet", _parquet([_ROW, _ROW2]), None),
@@ -161,6 +163,7 @@ CASES: list[tuple[str, str, str, bytes, str | None]] = [
      _j({"dataframe_records": [{"name": "a", "count": 1.5, "flag": True}]}), None),
     ("params", "string_in_bool", JSON,
      _j({"dataframe_records": [{"name": "a", "count": 1, "flag": "yes"}]}), None),
+    ("params", "inputs_rows", JSON, _j({"inputs": [["a", 2, True, 0.5]]}), None),
     ("params", "model_raises", JSON,
      _j({"dataframe_records": [{"name": "boom", "count": 1, "flag": True}]}), None),
     # ------------------------------------------------------------------ chat model
