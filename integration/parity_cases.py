@@ -142,6 +142,8 @@ CASES: list[tuple[str, str, str, bytes, str | None]] = [
     ("tensor", "inputs", JSON, _j({"inputs": {"a": [[1, 2], [3, 4]], "b": [5, 6]}}), None),
     ("tensor", "instances", JSON,
      _j({"instances": [{"a": [1, 2], "b": 5}, {"a": [3, 4], "b": 6}]}), None),
+    ("tensor", "azure_named_tensors", JSON,
+     _j({"input_data": {"a": [[1, 2], [3, 4]], "b": [5, 6]}}), None),
     ("tensor", "wrong_dtype", JSON, _j({"inputs": {"a": [["x", "y"]], "b": [5]}}), None),
     ("tensor", "wrong_shape", JSON, _j({"inputs": {"a": [1, 2, 3], "b": [5]}}), None),
     # ------------------------------------------------------------------ params schema
@@ -233,5 +235,9 @@ DIFFERENCES: dict[str, tuple[int, str | None, str]] = {
         400, "BAD_REQUEST",
         "stricter: with one row of 'data' and more 'index' labels pandas repeats the row in "
         "MLflow; we ask for one label per row",
+    ),
+    "tensor/azure_named_tensors": (
+        200, None,
+        "more: Azure ML's tensor form of 'input_data'; MLflow answers 400 (no input key)",
     ),
 }

@@ -187,6 +187,7 @@ _EQUIVALENT = {
     "classifier/jsonlines_records": "classifier/split",
     "classifier/azure_input_data": "classifier/records",
     "numpy/csv": "numpy/split_int_columns",
+    "tensor/azure_named_tensors": "tensor/inputs",
 }
 
 
