@@ -18,6 +18,7 @@ STATUS = {
     "INVALID_PARAMETER_VALUE": 400,  # body is well-formed but does not fit the model's signature
     "NOT_FOUND": 404,
     "METHOD_NOT_ALLOWED": 405,
+    "NOT_ACCEPTABLE": 406,  # Accept names no format the server writes
     "REQUEST_TOO_LARGE": 413,
     "UNSUPPORTED_MEDIA_TYPE": 415,
     "MODEL_ERROR": 500,  # the model raised

@@ -89,14 +89,17 @@ class ModelRuntime:
             os.getpid(),
         )
 
-    def invoke(self, body: bytes, content_type: str | None) -> Reply:
-        """Score one request within the configured timeout. Raises :class:`ProtocolError`."""
+    def invoke(self, body: bytes, content_type: str | None, accept: str | None = None) -> Reply:
+        """Score one request within the configured timeout, answering in the format ``accept``
+        asks for (JSON by default). Raises :class:`ProtocolError`."""
         deadline = time.monotonic() + self.settings.timeout
         if not self.ready.wait(self.settings.timeout):
             raise ProtocolError("MODEL_NOT_READY", "the model is still loading: retry shortly")
         model = self.model
         assert model is not None
-        future = self._pool.submit(protocol.handle_invocation, body, content_type, model)
+        future = self._pool.submit(
+            protocol.handle_invocation, body, content_type, model, accept
+        )
         try:
             return future.result(timeout=max(0.0, deadline - time.monotonic()))
         except FutureTimeout:

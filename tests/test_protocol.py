@@ -131,7 +131,7 @@ def test_warm_up_runs_the_serving_example(clf):
         (b"", "BAD_REQUEST", "empty body"),
         (b"{not json", "BAD_REQUEST", "not valid JSON"),
         (b"\xff\xfe{}", "BAD_REQUEST", "not valid JSON"),
-        (b"[1, 2]", "BAD_REQUEST", "got a JSON list"),
+        (b"[1, 2]", "BAD_REQUEST", 'bare JSON list: wrap it as {"instances": [...]}'),
         (b"{}", "BAD_REQUEST", "got none"),
         (b'{"dataframe_split": {"data": []}, "inputs": [1]}', "BAD_REQUEST",
          "got dataframe_split, inputs"),
@@ -162,12 +162,12 @@ def test_wrong_types_name_the_column_and_row(clf, frame):
     data = frame.values.tolist()
     data[1][3] = "abc"
     err = _error(clf, {"dataframe_split": {"columns": list(frame.columns), "data": data}})
-    assert err.error_code == "INVALID_PARAMETER_VALUE"
-    assert "column 'f3' must be double (row 1: 'abc')" == err.message
+    assert err.error_code == "BAD_REQUEST"  # as MLflow's "Failed to convert column"
+    assert "column 'f3' must be double (row 1: got a string)" == err.message
     for literal in (True, False):
         data[1][3] = literal
         err = _error(clf, {"dataframe_split": {"columns": list(frame.columns), "data": data}})
-        assert f"column 'f3' must be double (row 1: {literal})" == err.message
+        assert "column 'f3' must be double (row 1: got a boolean)" == err.message
 
 
 def test_strict_types_in_mixed_model(mixed):
@@ -230,17 +230,39 @@ def test_error_body_shape():
 # ---------------------------------------------------------------- serialisation
 
 
-def test_serialize_shapes_like_mlflow():
-    frame = pd.DataFrame({"a": [1, 2], "b": ["x", None]})
-    assert orjson.loads(P.serialize_predictions(frame)) == {
-        "predictions": [{"a": 1, "b": "x"}, {"a": 2, "b": None}]
-    }
-    assert orjson.loads(P.serialize_predictions(pd.Series([1.5, np.nan]))) == {
-        "predictions": [1.5, None]
-    }
-    assert orjson.loads(P.serialize_predictions(np.array([[1, 2]], dtype=np.int32))) == {
-        "predictions": [[1, 2]]
-    }
-    assert orjson.loads(P.serialize_predictions({"k": np.float32(0.5)})) == {
-        "predictions": {"k": 0.5}
-    }
+def _mlflow_json(predictions):
+    import io
+
+    from mlflow.pyfunc.scoring_server import predictions_to_json
+
+    out = io.StringIO()
+    predictions_to_json(predictions, out)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(
+    "predictions",
+    [
+        pd.DataFrame({"a": [1, 2], "b": ["x", None]}),
+        pd.DataFrame({"a": [1.5, np.nan], "b": [np.inf, -np.inf]}),
+        pd.Series([1.5, np.nan]),
+        pd.Series([1, 2], name="y"),
+        np.array([[1, 2]], dtype=np.int32),
+        np.array([0.5, np.nan]),
+        np.array(["a", "b"], dtype=object),
+        {"k": np.float32(0.5)},
+        [1, None, "x"],
+        pd.DataFrame({"t": pd.to_datetime(["2024-01-02T03:04:05"])}),
+        [b"\x00\x01binary"],
+    ],
+    ids=lambda p: type(p).__name__,
+)
+def test_serialize_is_what_mlflow_writes(predictions):
+    """Same JSON value as MLflow's server writes (NaN/Infinity literals, Series as records,
+    datetimes as ISO strings, bytes as base64)."""
+    ours = P.serialize_predictions(predictions)
+    assert json.dumps(json.loads(ours)) == json.dumps(json.loads(_mlflow_json(predictions)))
+
+
+def test_serialize_fast_path_is_orjson():
+    assert P.serialize_predictions(np.array([1.0, 2.0])) == b'{"predictions":[1.0,2.0]}'

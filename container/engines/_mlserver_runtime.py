@@ -60,6 +60,7 @@ class MldeployRuntime(MLModel):
         self,
         body: bytes = Depends(_body),
         content_type: str | None = Header(default=None),
+        accept: str | None = Header(default=None),
         x_request_id: str | None = Header(default=None),
     ) -> Response:
         rid = request_id(x_request_id)
@@ -68,7 +69,7 @@ class MldeployRuntime(MLModel):
             return _error("REQUEST_TOO_LARGE",
                           f"the body is {len(body)} bytes; the limit is {limit} bytes", rid)
         try:
-            reply = await asyncio.to_thread(self._runtime.invoke, body, content_type)
+            reply = await asyncio.to_thread(self._runtime.invoke, body, content_type, accept)
         except ProtocolError as err:
             return _error(err.error_code, err.message, rid)
         return Response(reply.body, reply.status, media_type=reply.content_type,

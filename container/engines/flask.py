@@ -80,7 +80,9 @@ def create_app(
         if body is None:
             return _too_large(environ, None, limit)
         try:
-            reply = runtime.invoke(body, request.headers.get("Content-Type"))
+            reply = runtime.invoke(
+                body, request.headers.get("Content-Type"), request.headers.get("Accept")
+            )
         except ProtocolError as err:
             if err.error_code in ("MODEL_ERROR", "INTERNAL_ERROR", "REQUEST_TIMEOUT"):
                 _log.error(
