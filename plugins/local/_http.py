@@ -375,7 +375,7 @@ class ClientConn(asyncio.Protocol):
         assert event is not None
         body = self.body[0] if len(self.body) == 1 else b"".join(self.body)
         headers = dict(event.headers)
-        keep = event.http_version == b"1.1" and not self.eof
+        keep = event.http_version == b"1.1"
         conn = headers.get(b"connection")
         if conn is not None and keep:
             keep = b"close" not in {t.strip().lower() for t in conn.split(b",")}
@@ -401,7 +401,8 @@ class ClientConn(asyncio.Protocol):
         t = self.transport
         if t is None:
             return
-        keep = keep and not self.eof and not self.closing()
+        # half-closed: answer what was sent; the last answer closes the connection
+        keep = keep and not self.closing() and (not self.eof or bool(self.pending))
         t.write(render(status, headers, body, keep, head))
         if not keep:
             self._finish()
