@@ -232,6 +232,7 @@ class ClientConn(asyncio.Protocol):
         self.size = 0
         self.chunks = 0
         self.req: h11.Request | None = None
+        self.headers: dict[bytes, bytes] = {}
         self.continued = False
         self.eof = False
         self.read_paused = False
@@ -336,18 +337,13 @@ class ClientConn(asyncio.Protocol):
 
     def _head(self, event: h11.Request) -> None:
         self.req = event
-        headers = event.headers
-        rid = b""
-        length = -1
-        chunked = False
-        for name, value in headers:
-            if name == b"content-length":
-                length = int(value)  # h11 checked: digits only, one value
-            elif name == b"transfer-encoding":
-                chunked = True
-            elif name == b"x-request-id":
-                rid = value
-        self.rid = rid
+        # one pass over h11's headers (lower-cased names; h11 merged identical Content-Lengths
+        # and refused differing ones and repeated Transfer-Encodings)
+        self.headers = headers = dict(event.headers)
+        raw_length = headers.get(b"content-length")
+        length = -1 if raw_length is None else int(raw_length)  # h11 checked: digits only
+        chunked = b"transfer-encoding" in headers
+        self.rid = headers.get(b"x-request-id", b"")
         if chunked and length >= 0:
             raise _Refused(400, "BAD_REQUEST", "a request must not carry both Content-Length "
                            "and Transfer-Encoding")
@@ -374,7 +370,7 @@ class ClientConn(asyncio.Protocol):
         event = self.req
         assert event is not None
         body = self.body[0] if len(self.body) == 1 else b"".join(self.body)
-        headers = dict(event.headers)
+        headers = self.headers
         keep = event.http_version == b"1.1"
         conn = headers.get(b"connection")
         if conn is not None and keep:
