@@ -23,6 +23,8 @@ base image, e.g. after ``scripts/build-base-image.sh``):
     .venv/bin/python bench/bench_gateway.py                 # ~4 min after the image is built
     .venv/bin/python bench/bench_gateway.py --quick         # ~1 min smoke run
     .venv/bin/python bench/bench_gateway.py --json out.json # also write the raw numbers
+    .venv/bin/python bench/bench_gateway.py --image REF     # serve an existing image (no build):
+                                                            # the same container for two runs
 
 Every server listens on 127.0.0.1 and every request goes there.
 """
@@ -147,6 +149,8 @@ def main() -> int:
     ap.add_argument("--base-image", default=os.environ.get("MLDEPLOY_TEST_BASE_IMAGE",
                                                            "mldeploy-base:bookworm-v1"))
     ap.add_argument("--cpus", default=None, help="-C cpus for the container (default: none)")
+    ap.add_argument("--image", default=None, help="-C image: serve this local image (no build)")
+    ap.add_argument("--name", default=NAME, help=f"the endpoint's name (default {NAME})")
     ap.add_argument("--quick", action="store_true", help="2 rounds of 2 s, 1-row body only")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
@@ -163,18 +167,21 @@ def main() -> int:
     config = {"state_dir": str(work / "state"), "base_image": args.base_image}
     if args.cpus:
         config["cpus"] = args.cpus
+    if args.image:
+        config["image"] = args.image
     target = LocalTarget(config, progress=lambda e: print(f"  {e}", file=sys.stderr))
     results: dict[str, dict[str, Cell]] = {}
     try:
-        dep = target.create(NAME, str(MODEL))
+        dep = target.create(args.name, str(MODEL))
         port = next(iter(dep.details["containers"].values()))["port"]
         pid = int(dep.details["gateway_pid"])
         cname = next(iter(dep.details["containers"]))
+        print(f"  image {dep.details['containers'][cname]['image']}", file=sys.stderr)
         server_pid = int(subprocess.run(["docker", "inspect", "-f", "{{.State.Pid}}", cname],
                                         capture_output=True, text=True, check=True).stdout)
         paths = {"direct": f"http://127.0.0.1:{port}/invocations",
                  "gateway": f"{dep.url}/invocations",
-                 "sagemaker": f"{dep.url}/endpoints/{NAME}/invocations"}
+                 "sagemaker": f"{dep.url}/endpoints/{args.name}/invocations"}
         for rows in [int(r) for r in args.rows.split(",")]:
             body_file = work / f"body-{rows}.json"
             body_file.write_bytes(body(rows))
@@ -200,7 +207,7 @@ def main() -> int:
                         cell.samples += [(float(v), w) for v in got["quantiles_us"]]
                 print(f"  done: {key}", file=sys.stderr)
     finally:
-        target.delete(NAME)
+        target.delete(args.name)
         shutil.rmtree(work, ignore_errors=True)
     report(results, args)
     if args.json:

@@ -360,3 +360,132 @@ def test_boto3_sees_a_timeout_as_a_model_error(gateway, servers):
     with pytest.raises(rt.exceptions.ModelError) as info:
         rt.invoke_endpoint(EndpointName="ep", Body=BODY)
     assert "timed out" in info.value.response["Error"]["Message"]
+
+
+# -- the HTTP layer's limits and strictness -------------------------------------------------------
+
+
+def test_limits_come_from_the_state_then_the_environment_then_defaults():
+    from mldeploy.plugins.local._http import Limits
+
+    assert Limits.resolve({}, {}) == Limits()
+    assert Limits().max_body == 6 * 1024 * 1024
+    got = Limits.resolve({"max_request_bytes": 100, "head_timeout": 2},
+                         {"MLDEPLOY_MAX_REQUEST_BYTES": "5", "MLDEPLOY_GATEWAY_IDLE_TIMEOUT": "7.5",
+                          "MLDEPLOY_GATEWAY_HEAD_TIMEOUT": "9"})
+    assert (got.max_body, got.head_timeout, got.idle_timeout) == (100, 2.0, 7.5)
+    for bad in ({"max_request_bytes": "lots"}, {"head_timeout": 0}, {"max_connections": True}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            Limits.resolve(bad, {})
+    with pytest.raises(ValueError, match="MLDEPLOY_GATEWAY_MAX_CONNECTIONS"):
+        Limits.resolve({}, {"MLDEPLOY_GATEWAY_MAX_CONNECTIONS": "-1"})
+
+
+def test_request_ids_are_kept_only_when_sane():
+    from mldeploy.plugins.local._wire import gateway_error, request_id
+
+    assert request_id(b"abc-1.2:3_x") == "abc-1.2:3_x"
+    for bad in (b"", None, b"a\nb", b"a b", b"\xff", b"x" * 129, b"a\x00"):
+        fresh = request_id(bad)
+        assert len(fresh) == 32 and int(fresh, 16) >= 0
+    status, headers, body = gateway_error(413, "REQUEST_TOO_LARGE", "too big")
+    doc = json.loads(body)
+    assert set(doc) == {"error_code", "message", "request_id"}
+    assert headers[b"X-Request-Id"] == doc["request_id"].encode()
+
+
+def _feed(reader, raw: bytes, step: int):
+    got = []
+    for i in range(0, len(raw), step):
+        resp = reader.feed(raw[i:i + step])
+        while resp is not None:  # one response at a time: the next from what is left
+            got.append(resp)
+            resp = reader.feed(b"")
+    return got
+
+
+@pytest.mark.parametrize("step", [1, 7, 10_000])
+def test_the_upstream_reader_decodes_chunked_and_sized_answers_fed_in_any_pieces(step):
+    from mldeploy.plugins.local._upstream import ResponseReader
+
+    chunked = (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-Request-Id: r1\r\n\r\n"
+               + b"".join(b"%x;ext=1\r\n%s\r\n" % (len(p), p) for p in (b"ab", b"c" * 300, b"d"))
+               + b"0\r\nTrailer: x\r\n\r\n")
+    sized = b"HTTP/1.1 400 BAD REQUEST\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello"
+    reader = ResponseReader()
+    got = _feed(reader, chunked + sized, step)
+    assert [(r.status, r.body) for r in got] == [(200, b"ab" + b"c" * 300 + b"d"), (400, b"hello")]
+    assert got[0].headers[b"x-request-id"] == b"r1" and not reader.keep_alive
+
+
+@pytest.mark.parametrize("head", [
+    b"HTTP/1.1 200 OK\r\nX-Request-Id: a\nSet-Cookie: x=1\r\nContent-Length: 0\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nX-A: a\rb\r\nContent-Length: 0\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nX-A: a\x00\r\nContent-Length: 0\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nContent-Length: +1\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
+    b"HTTP/1.1 2000 OK\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabc\r\n",
+])
+def test_the_upstream_reader_refuses_what_could_split_or_inject(head):
+    from mldeploy.plugins.local._upstream import ResponseReader, UpstreamError
+
+    with pytest.raises(UpstreamError):
+        ResponseReader().feed(head)
+
+
+def test_the_upstream_reader_is_linear_in_one_byte_chunks():
+    from mldeploy.plugins.local._upstream import ResponseReader
+
+    n = 200_000
+    raw = (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + b"1\r\nx\r\n" * n
+           + b"0\r\n\r\n")
+    reader = ResponseReader()
+    started = time.process_time()
+    got = _feed(reader, raw, 65536)
+    assert got[0].body == b"x" * n
+    assert time.process_time() - started < 10  # the old decoder re-parsed: hours for this
+
+
+def _raw(port: int, data: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(data)
+        s.shutdown(socket.SHUT_WR)
+        out = b""
+        while chunk := s.recv(65536):
+            out += chunk
+    return out
+
+
+def test_methods_head_and_the_body_limit(gateway, servers, tmp_path):
+    a = servers("A")
+    g = gateway(("primary", a, 1.0))
+    reply = _raw(g.state.port, b"DELETE /endpoints/ep/invocations HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert reply.startswith(b"HTTP/1.1 405 ") and b"\r\nAllow: POST\r\n" in reply
+    assert json.loads(reply.split(b"\r\n\r\n", 1)[1])["request_id"]
+    reply = _raw(g.state.port, b"HEAD /ping HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert reply.startswith(b"HTTP/1.1 200 ") and reply.endswith(b"\r\n\r\n")
+    reply = _raw(g.state.port, b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Length: "
+                               b"6291457\r\n\r\n")
+    assert reply.startswith(b"HTTP/1.1 413 ") and b"REQUEST_TOO_LARGE" in reply
+    assert not a.requests
+    status, headers, _ = g.post(body=b"x" * 100, headers={"X-Request-Id": "bad id"})
+    assert status == 200 and len(headers["X-Request-Id"]) == 32
+    assert a.requests[-1][0]["x-request-id"] == headers["X-Request-Id"]
+
+
+def test_the_body_limit_follows_the_state_and_bad_limits_keep_the_old_ones(gateway, servers):
+    g = gateway(("primary", servers("A"), 1.0))
+    g.state = dataclasses.replace(g.state, generation=2, limits={"max_request_bytes": 10})
+    g.store.save(g.state)
+    gw.reload(g.state)
+    assert g.post(body=b"x" * 11)[0] == 413
+    assert g.post(body=b"x" * 10)[0] == 200
+    g.state = dataclasses.replace(g.state, generation=3, limits={"max_request_bytes": -1})
+    g.store.save(g.state)
+    with pytest.raises(TargetError):
+        gw.reload(g.state)
+    assert g.post(body=b"x" * 11)[0] == 413

@@ -16,19 +16,49 @@ Two dialects, one per route:
 from __future__ import annotations
 
 import json
+import os
+import re
 
 JSON = b"application/json"
 VARIANT_HEADER = b"x-Amzn-Invoked-Production-Variant"
 MAX_ORIGINAL_MESSAGE = 4096
+# the serving container's rule (container/runtime.py): anything else is replaced by a fresh id
+_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
+
+
+def new_request_id() -> str:
+    return os.urandom(16).hex()
+
+
+def valid_request_id(value: bytes | None) -> bool:
+    return bool(value) and _REQUEST_ID.fullmatch(value) is not None  # type: ignore[arg-type]
+
+
+def request_id(given: bytes | None) -> str:
+    """The caller's ``X-Request-Id`` when it is sane (the container's rule), else a fresh one:
+    an id with a line break, a control or a non-ASCII byte never reaches a header or a log."""
+    if given and _REQUEST_ID.fullmatch(given):
+        return given.decode("ascii")
+    return new_request_id()
 
 
 def gateway_error(status: int, code: str, message: str,
-                  request_id: str | None = None) -> tuple[int, dict[bytes, bytes], bytes]:
-    """An error in the container protocol's shape (for ``/invocations``)."""
-    body: dict[str, str] = {"error_code": code, "message": message}
-    if request_id:
-        body["request_id"] = request_id
-    return status, {b"Content-Type": JSON}, json.dumps(body).encode()
+                  request_id: str | None = None,
+                  headers: dict[bytes, bytes] | None = None,
+                  ) -> tuple[int, dict[bytes, bytes], bytes]:
+    """An error in the container protocol's shape: ``{"error_code", "message", "request_id"}``
+    (a fresh id when none is given; ``request_id`` must be sane, see :func:`request_id`)."""
+    rid = request_id or new_request_id()
+    body = {"error_code": code, "message": message, "request_id": rid}
+    out = {b"Content-Type": JSON, b"X-Request-Id": rid.encode(), **(headers or {})}
+    return status, out, json.dumps(body).encode()
+
+
+def method_not_allowed(route: str, allow: bytes,
+                       request_id: str | None = None) -> tuple[int, dict[bytes, bytes], bytes]:
+    return gateway_error(405, "METHOD_NOT_ALLOWED",
+                         f"use {allow.decode().replace(', ', ' or ')} {route}", request_id,
+                         {b"Allow": allow})
 
 
 def sagemaker_error(status: int, error_type: str, message: str, request_id: str,
@@ -85,5 +115,6 @@ def unavailable(message: str, request_id: str) -> tuple[int, dict[bytes, bytes],
     return sagemaker_error(503, "ServiceUnavailable", message, request_id)
 
 
-__all__ = ["VARIANT_HEADER", "endpoint_not_found", "gateway_error", "model_error",
-           "model_timeout", "sagemaker_error", "unavailable", "variant_not_found"]
+__all__ = ["VARIANT_HEADER", "endpoint_not_found", "gateway_error", "method_not_allowed",
+           "model_error", "model_timeout", "new_request_id", "request_id", "sagemaker_error",
+           "unavailable", "valid_request_id", "variant_not_found"]

@@ -6,9 +6,13 @@ detaches and prints ``READY PORT PID`` once it listens). Routes:
 ``POST /invocations``                    the model, in the serving container's own protocol
 ``POST /endpoints/{name}/invocations``   SageMaker runtime's InvokeEndpoint, so boto3's
                                           ``sagemaker-runtime`` client works against it
-``GET /ping``                            200 while at least one variant takes traffic
+``GET /ping`` (and HEAD)                 200 while at least one variant takes traffic
 ``GET /-/status``, ``POST /-/reload``, ``POST /-/shutdown``
                                           control, for the target only (``X-Mldeploy-Token``)
+
+Other methods on these routes are 405 with ``Allow``. The HTTP layer (``_http``: h11, timeouts,
+the connection cap, back-pressure, the body limit of the container) takes its limits from the
+state's ``limits`` and ``MLDEPLOY_GATEWAY_*`` variables (:class:`~._http.Limits`).
 
 Each request goes to one variant: the one named by ``X-Amzn-SageMaker-Target-Variant``, else
 by smooth weighted round robin (exact shares, no randomness). Upstream connections are kept alive
@@ -31,12 +35,14 @@ import time
 from pathlib import Path
 
 from mldeploy.plugins.local import _wire as wire
-from mldeploy.plugins.local._http import ClientConn, Request, Respond, Response
+from mldeploy.plugins.local._http import ClientConn, Connections, Limits, Request, Respond, Response
 from mldeploy.plugins.local._state import EndpointState
 from mldeploy.plugins.local._upstream import Exchange, Upstream
 
 _FORWARD = (b"content-type", b"accept", b"x-amzn-sagemaker-custom-attributes",
-            b"x-amzn-sagemaker-inference-id", b"x-request-id")
+            b"x-amzn-sagemaker-inference-id")
+_POST = b"POST"
+_GET_HEAD = b"GET, HEAD"
 _RETURN = {b"x-request-id": b"X-Request-Id",
            b"x-amzn-sagemaker-custom-attributes": b"X-Amzn-SageMaker-Custom-Attributes"}
 _TARGET_VARIANT = b"x-amzn-sagemaker-target-variant"
@@ -86,6 +92,8 @@ class Gateway:
         self.requests = 0
         self.generation = 0
         self.stopping: asyncio.Event | None = None
+        self.connections: Connections | None = None
+        self.limits = Limits()
         self.state = self._read()
         self.apply(self.state)
 
@@ -102,7 +110,12 @@ class Gateway:
 
     def apply(self, state: EndpointState) -> int:
         """Switch to the routes of ``state`` (one assignment: atomic for the event loop).
-        Containers that left are retired: idle connections closed, requests in flight kept."""
+        Containers that left are retired: idle connections closed, requests in flight kept.
+        Bad limits raise ValueError before anything changes."""
+        limits = Limits.resolve(state.limits)
+        self.limits = limits
+        if self.connections is not None:
+            self.connections.set_limits(limits)
         variants: dict[str, Upstream] = {}
         for v in state.variants:
             up = self.upstreams.get(v.container)
@@ -137,6 +150,7 @@ class Gateway:
             "variants": {n: {"container": up.key, "inflight": up.inflight}
                          for n, up in self.router.variants.items()},
             "inflight": {k: up.inflight for k, up in self.upstreams.items()},
+            "connections": self.connections.stats() if self.connections else {},
         }
 
     # -- requests ---------------------------------------------------------------------------------
@@ -146,23 +160,29 @@ class Gateway:
         try:
             path = req.path.split(b"?", 1)[0]
             if path == b"/invocations":
-                if req.method != b"POST":
-                    respond(*wire.gateway_error(405, "METHOD_NOT_ALLOWED",
-                                                "use POST /invocations"))
+                if req.method != _POST:
+                    respond(*wire.method_not_allowed("/invocations", _POST))
                 else:
                     self.invoke(req, None, respond)
             elif path.startswith(b"/endpoints/") and path.endswith(b"/invocations"):
-                name = path[len(b"/endpoints/"):-len(b"/invocations")]
-                self.invoke(req, name.decode("utf-8", "replace"), respond)
+                if req.method != _POST:
+                    respond(*wire.method_not_allowed("/endpoints/NAME/invocations", _POST))
+                else:
+                    name = path[len(b"/endpoints/"):-len(b"/invocations")]
+                    self.invoke(req, name.decode("utf-8", "replace"), respond)
             elif path == b"/ping":
-                respond(200 if self.router.serving else 503, {b"Content-Type": wire.JSON}, b"{}")
+                if req.method not in (b"GET", b"HEAD"):
+                    respond(*wire.method_not_allowed("/ping", _GET_HEAD))
+                else:
+                    respond(200 if self.router.serving else 503, {b"Content-Type": wire.JSON},
+                            b"{}")
             elif path.startswith(b"/-/"):
                 respond(*self.control(req, path))
             else:
                 respond(*wire.gateway_error(
                     404, "NOT_FOUND", "use POST /invocations or POST /endpoints/NAME/invocations"))
         except Exception as exc:  # a bug here must not take the connection down silently
-            log(f"internal error: {type(exc).__name__}: {exc}")
+            log(f"internal error: {type(exc).__name__}: {str(exc)[:300]!r}")
             respond(*wire.gateway_error(500, "INTERNAL_ERROR", "the gateway failed; see its log"))
 
     def control(self, req: Request, path: bytes) -> tuple[int, dict[bytes, bytes], bytes]:
@@ -187,7 +207,7 @@ class Gateway:
 
     def invoke(self, req: Request, endpoint: str | None, respond: Respond) -> None:
         sm = endpoint is not None
-        rid = req.headers.get(b"x-request-id", b"").decode() or os.urandom(16).hex()
+        rid = wire.request_id(req.headers.get(b"x-request-id"))
         if sm and endpoint != self.name:
             respond(*wire.endpoint_not_found(endpoint or "", rid))
             return
@@ -214,8 +234,7 @@ class Gateway:
             value = headers.get(name)
             if value is not None:
                 head.append(name + b": " + value + b"\r\n")
-        if b"x-request-id" not in headers:
-            head.append(b"x-request-id: " + rid.encode() + b"\r\n")
+        head.append(b"x-request-id: " + rid.encode() + b"\r\n")
         head.append(b"Content-Length: %d\r\n\r\n" % len(req.body))
         head.append(req.body)
         up.inflight += 1
@@ -270,27 +289,35 @@ async def serve(gateway: Gateway, sock: socket.socket, stop: asyncio.Event | Non
     gateway.stopping = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     stopping = gateway.stopping
+    pool = gateway.connections = Connections(gateway.limits)
     server = await loop.create_server(
-        lambda: ClientConn(gateway.handle, stopping.is_set), sock=sock)
+        lambda: ClientConn(pool, gateway.handle, stopping.is_set), sock=sock, backlog=BACKLOG)
     try:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, gateway.stopping.set)
     except (RuntimeError, ValueError):  # not the main thread (in-process tests)
         pass
-    log(f"serving {gateway.name} on {sock.getsockname()[0]}:{sock.getsockname()[1]}")
+    lim = gateway.limits
+    log(f"serving {gateway.name} on {sock.getsockname()[0]}:{sock.getsockname()[1]} (body <= "
+        f"{lim.max_body} bytes, head/body/idle timeouts {lim.head_timeout:g}/"
+        f"{lim.body_timeout:g}/{lim.idle_timeout:g} s, <= {pool.cap} connections)")
     await gateway.stopping.wait()
     server.close()
     deadline = time.monotonic() + gateway.state.upstream_timeout
     while any(up.inflight for up in gateway.upstreams.values()) and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
+    pool.close_all()
     for up in gateway.upstreams.values():
         up.close_idle()
     log("stopped")
 
 
+BACKLOG = 1024
+
+
 def bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    return socket.create_server((host, port), family=family, backlog=1024)
+    return socket.create_server((host, port), family=family, backlog=BACKLOG)
 
 
 def main(argv: list[str] | None = None) -> int:
