@@ -88,6 +88,7 @@ def _register_optional_commands() -> None:
     for module, names in (
         ("mldeploy._cli_image", ("build_docker", "generate_dockerfile", "push")),
         ("mldeploy._cli_deploy", ("deploy", "delete", "get", "list", "invoke", "traffic")),
+        ("mldeploy._cli_predict", ("predict",)),
     ):
         try:
             mod = importlib.import_module(module)
