@@ -81,7 +81,7 @@ def run_local(options: BatchOptions, model_dir: str) -> BatchResult:
 def _read_spec(scorer: Scorer, options: BatchOptions) -> ReadSpec:
     columns = scorer.model.columns
     types = None if columns is None else {c.name: c.type for c in columns}
-    return ReadSpec(types, tuple(options.keep), options.chunk_rows)
+    return ReadSpec(types, tuple(options.keep), options.chunk_rows, scorer.check_columns)
 
 
 def _check_keep(keep: tuple[str, ...], output: OutputSpec) -> None:

@@ -13,7 +13,7 @@ import csv
 import fnmatch
 import io
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +26,7 @@ import pyarrow.fs as pafs
 from ..errors import UsageError
 from .options import Format
 
-CSV_BLOCK_BYTES = 4 << 20
+CSV_BLOCK_BYTES = 1 << 20  # pyarrow reads ~io_thread_count() blocks ahead
 _GLOB_CHARS = "*?["
 _SKIPPED_NAMES = ("_", ".")  # _SUCCESS, _committed_*, .crc files next to Spark's output
 
@@ -201,6 +201,9 @@ class ReadSpec:
     model_columns: dict[str, str] | None
     keep: tuple[str, ...]
     chunk_rows: int
+    # the protocol's column-name check, for JSON Lines rows whose keys differ from the
+    # signature's (each row names its own columns); raises ProtocolError
+    check_names: Callable[[list[str]], None] | None = None
 
 
 def read_chunks(file: InputFile, spec: ReadSpec) -> Iterator[Chunk]:
@@ -221,23 +224,49 @@ def _split(spec: ReadSpec, names: Sequence[str]) -> tuple[list[str], list[str]]:
 
 
 def _parquet_chunks(file: InputFile, spec: ReadSpec) -> Iterator[Chunk]:
+    """One row group at a time. pyarrow's default pre-buffers every row group of the file
+    (memory ~ the file); here a local file is read without pre-buffering and a remote one
+    pre-buffers one row group (coalesced ranged reads), so memory ~ one row group + a chunk."""
     import pyarrow.parquet as pq
 
+    local = isinstance(file.fs, pafs.LocalFileSystem)
     with file.fs.open_input_file(file.path) as f:
-        pf = pq.ParquetFile(f)
+        pf = pq.ParquetFile(f, pre_buffer=not local)
         names = pf.schema_arrow.names
         wanted = [c for c in names if c in spec.keep or spec.model_columns is None
                   or c in spec.model_columns]
+
+        def batches() -> Iterator[pa.RecordBatch]:
+            for group in range(pf.num_row_groups):
+                yield from pf.iter_batches(batch_size=spec.chunk_rows, row_groups=[group],
+                                           columns=wanted, use_threads=True)
+
         row = 1
-        for batch in pf.iter_batches(batch_size=spec.chunk_rows, columns=wanted,
-                                     use_threads=True):
-            table = pa.Table.from_batches([batch])
+        for table in _rechunk(batches(), spec.chunk_rows):
             model, keep = _split(spec, table.column_names)
             n = table.num_rows
             yield Chunk(file, table.select(model).to_pandas(),
                         table.select(keep) if keep else None,
                         np.arange(row, row + n, dtype=np.int64))
             row += n
+
+
+def _rechunk(batches: Iterator[pa.RecordBatch], rows: int) -> Iterator[pa.Table]:
+    """Tables of exactly ``rows`` rows (the last one fewer) from batches of any size."""
+    pending: list[pa.RecordBatch] = []
+    count = 0
+    for batch in batches:
+        if batch.num_rows == 0:
+            continue
+        pending.append(batch)
+        count += batch.num_rows
+        while count >= rows:
+            table = pa.Table.from_batches(pending)
+            yield table.slice(0, rows).combine_chunks()
+            rest = table.slice(rows)
+            pending, count = rest.to_batches(), rest.num_rows
+    if count:
+        yield pa.Table.from_batches(pending).combine_chunks()
 
 
 def _csv_chunks(file: InputFile, spec: ReadSpec) -> Iterator[Chunk]:
@@ -339,6 +368,10 @@ def _typed_frame(table: pa.Table, spec: ReadSpec) -> pd.DataFrame:
 
 
 def _jsonl_chunks(file: InputFile, spec: ReadSpec) -> Iterator[Chunk]:
+    from mldeploy.container.errors import ProtocolError
+
+    expected = None if spec.model_columns is None else set(spec.model_columns)
+    keep = set(spec.keep)
     with _open_sequential(file) as raw:
         stream = io.BufferedReader(_Readable(raw), buffer_size=1 << 20)
         line_no = 0
@@ -360,6 +393,13 @@ def _jsonl_chunks(file: InputFile, spec: ReadSpec) -> Iterator[Chunk]:
                     bad.append(BadRow(file.name, line_no, "BAD_REQUEST",
                                       "the line is not a JSON object of column: value"))
                     continue
+                if expected is not None and spec.check_names is not None and \
+                        doc.keys() - keep != expected:
+                    try:
+                        spec.check_names([k for k in doc if k not in keep])
+                    except ProtocolError as exc:
+                        bad.append(BadRow(file.name, line_no, exc.error_code, exc.message))
+                        continue
                 records.append(doc)
                 rows.append(line_no)
                 if len(records) >= spec.chunk_rows:
