@@ -26,6 +26,7 @@ _LAZY = {
     "generate_dockerfile": ("mldeploy.container.image", "generate_dockerfile"),
     "resolve_model_uri": ("mldeploy.model_uri", "resolve_model_uri"),
     "materialize": ("mldeploy.model_uri", "materialize"),
+    "predict": ("mldeploy.batch", "predict"),
     "get_target": ("mldeploy.registry", "get_target"),
     "available_targets": ("mldeploy.registry", "available_targets"),
     "Target": ("mldeploy.target", "Target"),
