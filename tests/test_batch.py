@@ -109,7 +109,7 @@ def test_failure_mid_file_leaves_no_output_and_names_file_and_row(tmp_path, expe
     out = tmp_path / "out.parquet"
     with pytest.raises(BadRowError) as err:
         predict(MODEL, src, str(out), keep=["id"], chunk_rows=500)  # rows 1..1499 scored first
-    assert err.value.message == f"{src} row 1500: column 'f3' must be double ('abc')"
+    assert err.value.message == f"{src} row 1500: column 'f3' must be double (got a string)"
     assert "--on-error skip" in err.value.hint
     assert sorted(os.listdir(tmp_path)) == ["in.csv"]  # no output, no temporary file
 
@@ -135,8 +135,8 @@ def test_skip_writes_bad_rows_to_the_side_file(tmp_path, expected):
     assert result.skipped_output == out + ".skipped.jsonl"
     side = [json.loads(line) for line in open(result.skipped_output)]
     assert [(s["file"], s["row"], s["error_code"]) for s in side] == [
-        (src, 1500, "INVALID_PARAMETER_VALUE"), (src, 2100, "BAD_REQUEST")]
-    assert side[0]["message"] == "column 'f3' must be double ('abc')"
+        (src, 1500, "BAD_REQUEST"), (src, 2100, "BAD_REQUEST")]
+    assert side[0]["message"] == "column 'f3' must be double (got a string)"
     assert side[0]["values"]["f3"] == "abc" and side[0]["kept"] == {"id": 1000 + 1499}
     assert "fields" in side[1]["message"]
     got = _read(out)
@@ -164,7 +164,7 @@ def test_jsonl_bad_lines_name_their_line(tmp_path, expected):
                      chunk_rows=7)
     side = [json.loads(line) for line in open(result.skipped_output)]
     assert [s["row"] for s in side] == [10, 20, 30]
-    assert side[1]["message"] == "column 'f7' must be double (True)"
+    assert side[1]["message"] == "column 'f7' must be double (got a boolean)"
     assert "unknown column(s) 'extra'" in side[2]["message"]
     assert result.rows_written == 47
 

@@ -86,7 +86,8 @@ def test_no_private_mlflow_import_outside_the_compat_module():
     offenders = []
     for top in ("src", "container", "plugins"):
         for path in (ROOT / top).rglob("*.py"):
-            if path.name == "_compat_mlflow.py":
+            # the core's compat module and the serving protocol's (to be merged into one)
+            if path.name in ("_compat_mlflow.py", "_mlflow_compat.py"):
                 continue
             if pattern.search(path.read_text()):
                 offenders.append(str(path.relative_to(ROOT)))
