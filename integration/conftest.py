@@ -183,3 +183,19 @@ def local_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             proc.wait(10)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+@pytest.fixture
+def state_dir(tmp_path: Path, docker_engine: Any) -> Iterator[Path]:
+    """A local-target state directory; afterwards whatever a failing test left there is
+    removed: this state dir's gateways and containers only."""
+    from mldeploy.plugins.local._resources import LABEL_HOME, home_id
+    from mldeploy.testing.local import gateway_pids
+
+    d = tmp_path / "state"
+    yield d
+    for pid in gateway_pids(d):
+        os.kill(pid, signal.SIGKILL)
+    for c in docker_engine.containers.list(all=True, filters={"label": f"{LABEL_HOME}="
+                                                              f"{home_id(d)}"}):
+        c.remove(force=True)

@@ -57,18 +57,6 @@ def constant_model(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 @pytest.fixture
-def state_dir(tmp_path: Path, docker_engine: Any) -> Any:
-    d = tmp_path / "state"
-    yield d
-    # whatever a failing test left: this state dir's gateways and containers only
-    for pid in gateway_pids(d):
-        os.kill(pid, signal.SIGKILL)
-    for c in docker_engine.containers.list(all=True, filters={"label": f"{LABEL_HOME}="
-                                                              f"{home_id(d)}"}):
-        c.remove(force=True)
-
-
-@pytest.fixture
 def local(state_dir: Path, base_image: str, docker_engine: Any):
     def make(**config: Any) -> LocalTarget:
         return LocalTarget({"state_dir": str(state_dir), "base_image": base_image, "cpus": 1,

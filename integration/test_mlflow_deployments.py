@@ -9,15 +9,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from mldeploy.plugins.local._resources import LABEL_HOME, home_id
-from mldeploy.testing.aws import free_port
+from mldeploy.testing.aws import free_port, wait_http_ok
 from mldeploy.testing.conformance import example_model_dir
 from mldeploy.testing.local import gateway_pids
 
@@ -43,17 +40,9 @@ def test_run_local_serves_the_model_with_mldeploy_serve():
          "-C", f"port={port}", "-C", "workers=1"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            assert proc.poll() is None, proc.stdout.read().decode(errors="replace")[-2000:]
-            assert time.monotonic() < deadline, "run-local never answered /ping"
-            time.sleep(0.2)
+        assert wait_http_ok(f"http://127.0.0.1:{port}/ping", proc, timeout=120), (
+            proc.stdout.read().decode(errors="replace")[-2000:] if proc.poll() is not None
+            else "run-local never answered /ping")
         req = urllib.request.Request(
             f"http://127.0.0.1:{port}/invocations", data=json.dumps(ROWS).encode(),
             headers={"Content-Type": "application/json"})
@@ -62,17 +51,6 @@ def test_run_local_serves_the_model_with_mldeploy_serve():
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(60)
-
-
-@pytest.fixture
-def state_dir(tmp_path: Path, docker_engine: Any) -> Any:
-    d = tmp_path / "state"
-    yield d
-    for pid in gateway_pids(d):
-        os.kill(pid, signal.SIGKILL)
-    for c in docker_engine.containers.list(all=True, filters={"label": f"{LABEL_HOME}="
-                                                              f"{home_id(d)}"}):
-        c.remove(force=True)
 
 
 def test_mlflow_cli_drives_the_local_target(state_dir: Path, base_image: str, tmp_path: Path):

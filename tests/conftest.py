@@ -26,3 +26,19 @@ def model2(tmp_path):
     shutil.copytree(example_model_dir(), dst)
     (dst / "NOTES.txt").write_text("second model\n")
     return str(dst)
+
+
+@pytest.fixture(scope="module")
+def clf(example_model):
+    """The example model loaded as the server loads it (tests of the scoring protocol)."""
+    from mldeploy.container.loader import load_model
+
+    return load_model(str(example_model))
+
+
+@pytest.fixture(scope="module")
+def mixed(mixed_model):
+    """The mixed-type model, loaded as the server loads it."""
+    from mldeploy.container.loader import load_model
+
+    return load_model(str(mixed_model))

@@ -12,20 +12,9 @@ import pandas as pd
 import pytest
 
 from mldeploy.container import protocol as P
-from mldeploy.container.loader import load_model
 from mldeploy.container.runtime import warm_up
 
 JSON = "application/json"
-
-
-@pytest.fixture(scope="module")
-def clf(example_model):
-    return load_model(str(example_model))
-
-
-@pytest.fixture(scope="module")
-def mixed(mixed_model):
-    return load_model(str(mixed_model))
 
 
 @pytest.fixture(scope="module")

@@ -20,16 +20,6 @@ F = [f"f{i}" for i in range(20)]
 
 
 @pytest.fixture(scope="module")
-def clf(example_model):
-    return load_model(str(example_model))
-
-
-@pytest.fixture(scope="module")
-def mixed(mixed_model):
-    return load_model(str(mixed_model))
-
-
-@pytest.fixture(scope="module")
 def nosig(slow_model):
     return load_model(str(slow_model))  # no signature
 
