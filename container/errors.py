@@ -17,8 +17,10 @@ STATUS = {
     "INVALID_PARAMETER_VALUE": 400,  # body is well-formed but does not fit the model's signature
     "NOT_FOUND": 404,
     "METHOD_NOT_ALLOWED": 405,
+    "CLIENT_TIMEOUT": 408,  # the request's head or body did not arrive in time (transport)
     "REQUEST_TOO_LARGE": 413,
     "UNSUPPORTED_MEDIA_TYPE": 415,
+    "HEADERS_TOO_LARGE": 431,  # the request head is over the transport's limit
     "MODEL_ERROR": 500,  # the model raised
     "INTERNAL_ERROR": 500,
     "MODEL_NOT_READY": 503,
