@@ -19,8 +19,10 @@ STATUS = {
     "NOT_FOUND": 404,
     "METHOD_NOT_ALLOWED": 405,
     "NOT_ACCEPTABLE": 406,  # Accept names no format the server writes
+    "CLIENT_TIMEOUT": 408,  # the request's head or body did not arrive in time (transport)
     "REQUEST_TOO_LARGE": 413,
     "UNSUPPORTED_MEDIA_TYPE": 415,
+    "HEADERS_TOO_LARGE": 431,  # the request head is over the transport's limit
     "MODEL_ERROR": 500,  # the model raised
     "INTERNAL_ERROR": 500,
     "MODEL_NOT_READY": 503,

@@ -22,6 +22,7 @@ from .settings import ServerSettings
 
 _log = logging.getLogger("mldeploy.container")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\\]")
 
 # Exit code that makes the gunicorn master stop instead of respawning the worker.
 LOAD_FAILED_EXIT_CODE = 3
@@ -32,6 +33,26 @@ def request_id(given: str | None) -> str:
     if given and _REQUEST_ID.fullmatch(given):
         return given
     return uuid.uuid4().hex
+
+
+def printable(text: str) -> str:
+    """``text`` safe for one log line: control characters (CR, LF, ESC, ...) and backslashes
+    escaped (``\\n``, ``\\x1b``), so a request path or header cannot forge or split log lines."""
+    return _UNPRINTABLE.sub(_escape, text)
+
+
+def _escape(match: re.Match[str]) -> str:
+    char = match.group()
+    return {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}.get(char, f"\\x{ord(char):02x}")
+
+
+class PredictionTimeout(ProtocolError):
+    """``REQUEST_TIMEOUT``; ``still_running`` when the prediction's thread is still busy (Python
+    cannot stop a thread: the engine retires the worker process so it stops burning CPU)."""
+
+    def __init__(self, message: str, still_running: bool) -> None:
+        super().__init__("REQUEST_TIMEOUT", message)
+        self.still_running = still_running
 
 
 class ModelRuntime:
@@ -103,11 +124,12 @@ class ModelRuntime:
         try:
             return future.result(timeout=max(0.0, deadline - time.monotonic()))
         except FutureTimeout:
-            future.cancel()
-            raise ProtocolError(
-                "REQUEST_TIMEOUT",
+            # cancel() fails when the prediction already runs: its thread keeps going.
+            still_running = not future.cancel() and not future.done()
+            raise PredictionTimeout(
                 f"the model did not answer within {self.settings.timeout:g} s "
                 "(SAGEMAKER_MODEL_SERVER_TIMEOUT sets the limit)",
+                still_running=still_running,
             ) from None
 
     def version(self) -> dict[str, Any]:

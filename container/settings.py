@@ -21,6 +21,12 @@ DEFAULT_THREADS = 4
 DEFAULT_GRACEFUL_SECONDS = 25.0  # SageMaker sends SIGKILL 30 s after SIGTERM
 PRELOAD_MODES = ("auto", "on", "off")
 _PRELOAD_ALIASES = {"true": "on", "1": "on", "yes": "on", "false": "off", "0": "off", "no": "off"}
+# --- transport (the flask engine's HTTP front, issue #17) ---
+DEFAULT_HEADER_TIMEOUT_SECONDS = 10.0
+DEFAULT_BODY_TIMEOUT_SECONDS = 30.0
+DEFAULT_KEEPALIVE_SECONDS = 75.0  # longer than load balancers' idle timeouts (60 s)
+DEFAULT_MAX_CONNECTIONS = 1000  # per worker process
+# --- end transport ---
 
 # name of the setting -> environment variable
 ENV_NAMES = {
@@ -35,6 +41,12 @@ ENV_NAMES = {
     "engine": "MLDEPLOY_ENGINE",
     "log_level": "MLDEPLOY_LOG_LEVEL",
     "preload": "MLDEPLOY_PRELOAD",
+    # --- transport (#17) ---
+    "header_timeout": "MLDEPLOY_HEADER_TIMEOUT",
+    "body_timeout": "MLDEPLOY_BODY_TIMEOUT",
+    "keepalive_timeout": "MLDEPLOY_KEEPALIVE_TIMEOUT",
+    "max_connections": "MLDEPLOY_MAX_CONNECTIONS",
+    # --- end transport ---
 }
 
 
@@ -59,6 +71,16 @@ class ServerSettings:
     # Load the model once before forking the workers (flask engine): "auto" does it for model
     # flavors known to survive fork() (see loader.fork_safe), "on"/"off" force it.
     preload: str = "auto"
+    # --- transport (#17): the flask engine's HTTP front (engines/_transport.py) ---
+    # A request's head must arrive within header_timeout (from the connection's start, or from
+    # its first byte on a kept-alive connection), its body within body_timeout after the head:
+    # else 408. Idle kept-alive connections close after keepalive_timeout. At most
+    # max_connections open connections per worker (idle ones are closed first to make room).
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT_SECONDS
+    body_timeout: float = DEFAULT_BODY_TIMEOUT_SECONDS
+    keepalive_timeout: float = DEFAULT_KEEPALIVE_SECONDS
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    # --- end transport ---
 
     @classmethod
     def resolve(
@@ -102,6 +124,13 @@ class ServerSettings:
             raise SettingsError(f"timeout must be positive seconds, got {self.timeout}")
         if self.max_request_bytes < 1:
             raise SettingsError(f"max_request_bytes must be positive, got {self.max_request_bytes}")
+        # --- transport (#17) ---
+        for name in ("header_timeout", "body_timeout", "keepalive_timeout"):
+            if getattr(self, name) <= 0:
+                raise SettingsError(f"{name} must be positive seconds, got {getattr(self, name)}")
+        if self.max_connections < 2:
+            raise SettingsError(f"max_connections must be at least 2, got {self.max_connections}")
+        # --- end transport ---
         if self.engine not in ENGINES:
             raise SettingsError(f"engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
         if self.preload not in PRELOAD_MODES:

@@ -217,8 +217,15 @@ def test_ping_answers_while_a_long_prediction_runs_and_timeout_gives_504(tmp_pat
         assert response.status_code == 504
         assert response.json()["error_code"] == "REQUEST_TIMEOUT"
         assert "SAGEMAKER_MODEL_SERVER_TIMEOUT" in response.json()["message"]
+        # The timed-out prediction's thread still runs: its worker is replaced (this model is
+        # not preloaded, so the new worker loads it first).
+        assert response.headers["Connection"] == "close"
+        assert server.pings_until_ready()[-1].status_code == 200
         fast = server.invoke({"dataframe_records": [{"sleep": 0}]})
         assert fast.json() == {"predictions": [1]}
+    log = server.log.read_text()
+    assert "retiring: a prediction ran over the 2 s timeout" in log
+    assert log.count("Booting worker") == 2
 
 
 def test_sigterm_drains_an_in_flight_request(tmp_path, slow_model):

@@ -1,5 +1,7 @@
 """The ``flask`` engine: a Flask app over :mod:`mldeploy.container.protocol`, run by gunicorn's
-threaded workers (``gthread``: a pinging load balancer is answered while predictions run).
+master with mldeploy's worker (:mod:`._worker`): an asyncio front that reads each request whole,
+under deadlines (:mod:`._transport`), then runs the app in a thread (a pinging load balancer is
+answered while predictions run and while slow clients send).
 """
 
 from __future__ import annotations
@@ -18,13 +20,11 @@ from flask import Flask, Response, request
 
 from ..loader import ServedModel, fork_safe, load_model
 from ..protocol import STATUS, ProtocolError, Reply, error_body
-from ..runtime import LOAD_FAILED_EXIT_CODE, ModelRuntime, request_id
+from ..runtime import LOAD_FAILED_EXIT_CODE, ModelRuntime, PredictionTimeout, printable, request_id
 from ..settings import ServerSettings
+from ._transport import DRAIN_LIMIT, too_large_message
 
 _log = logging.getLogger("mldeploy.container")
-# A body over the limit is read and discarded up to this size so the client gets its 413 on a
-# live connection; beyond it the connection is closed.
-DRAIN_LIMIT = 128 * 1024 * 1024
 _CHUNK = 1024 * 1024
 
 
@@ -54,7 +54,7 @@ def create_app(
         ms = (time.perf_counter() - started) * 1000 if started else -1.0
         if request.path not in ("/ping", "/health") or response.status_code != 200:
             _log.info(
-                "%s %s %d %.1fms rid=%s", request.method, request.path,
+                "%s %s %d %.1fms rid=%s", printable(request.method), printable(request.path),
                 response.status_code, ms, rid,
             )
         return response
@@ -89,6 +89,11 @@ def create_app(
                     "rid=%s %s: %s", environ["mldeploy.request_id"], err.error_code, err.message,
                     exc_info=err.__cause__ is not None and err.error_code != "REQUEST_TIMEOUT",
                 )
+            if isinstance(err, PredictionTimeout) and err.still_running:
+                # Its thread keeps burning CPU: replace this worker (after the requests in flight).
+                retire = environ.get("mldeploy.retire_worker")
+                if retire is not None:
+                    retire(f"a prediction ran over the {settings.timeout:g} s timeout")
             return _error(err.error_code, err.message)
         return _reply(reply)
 
@@ -120,12 +125,7 @@ def _read_body(environ: dict[str, Any], length: int | None, limit: int) -> bytes
 
 
 def _too_large(environ: dict[str, Any], length: int | None, limit: int) -> Response:
-    response = _error(
-        "REQUEST_TOO_LARGE",
-        f"the body is {'over ' if length is None else ''}{length or limit} bytes; the limit is "
-        f"{limit} bytes (MLDEPLOY_MAX_REQUEST_BYTES raises it; split the batch into smaller "
-        "requests, or use an async endpoint for large payloads)",
-    )
+    response = _error("REQUEST_TOO_LARGE", too_large_message(length, limit))
     stream = environ["wsgi.input"]
     drained, remaining = 0, DRAIN_LIMIT
     if length is None or length <= DRAIN_LIMIT:
@@ -149,17 +149,20 @@ def _error(error_code: str, message: str) -> Response:
 
 
 def gunicorn_options(settings: ServerSettings) -> dict[str, Any]:
-    """gunicorn settings for ``settings``: threaded workers, no access log (the app logs each
-    request with its id), graceful drain on SIGTERM, no control socket (read-only filesystems)."""
+    """gunicorn settings for ``settings``: mldeploy's worker (timeouts, connection cap, drain:
+    :mod:`._worker`), no access log (the app logs each request with its id), no control socket
+    (read-only filesystems)."""
+    from ._worker import worker_class
+
     options: dict[str, Any] = {
         "bind": f"[{settings.host}]:{settings.port}" if ":" in settings.host
         else f"{settings.host}:{settings.port}",
         "workers": settings.workers,
-        "worker_class": _draining_worker(),
+        "worker_class": worker_class(settings),
         "threads": settings.threads,
         "timeout": 120,  # worker heartbeat; requests are bounded by settings.timeout
         "graceful_timeout": max(1, math.ceil(settings.graceful_timeout)),
-        "keepalive": 75,  # longer than typical load balancer idle timeouts (60 s)
+        "backlog": 2048,
         "accesslog": None,
         "errorlog": "-",
         "loglevel": settings.log_level,
@@ -169,22 +172,6 @@ def gunicorn_options(settings: ServerSettings) -> dict[str, Any]:
     if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK):
         options["worker_tmp_dir"] = "/dev/shm"
     return options
-
-
-def _draining_worker() -> type:
-    """gunicorn's threaded worker, except that on SIGTERM idle keep-alive connections are closed
-    at once. gunicorn keeps them until their keep-alive timeout, so one idle client held every
-    shutdown for the whole graceful timeout (25 s); in-flight requests still finish."""
-    from gunicorn.workers.gthread import ThreadWorker
-
-    class DrainingThreadWorker(ThreadWorker):
-        def murder_keepalived(self, *args: Any, **kwargs: Any) -> Any:
-            if not self.alive:
-                for conn in getattr(self, "keepalived_conns", None) or getattr(self, "_keep", ()):
-                    conn.timeout = 0
-            return super().murder_keepalived(*args, **kwargs)
-
-    return DrainingThreadWorker
 
 
 def should_preload(settings: ServerSettings) -> bool:
@@ -216,7 +203,7 @@ def preload_model(settings: ServerSettings, listeners: Sequence[Any]) -> ServedM
     stop_signals = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
     previous = {sig: signal.signal(sig, _stop) for sig in stop_signals}
     try:
-        with LoadingResponder([getattr(lst, "sock", lst) for lst in listeners]):
+        with LoadingResponder(list(listeners)):
             model = load_model(settings.model_uri)
     except _StopLoading:
         _log.info("stopped while loading the model")
@@ -238,10 +225,16 @@ def run(settings: ServerSettings) -> int:
     """Serve until SIGTERM/SIGINT; return the process exit code."""
     from gunicorn.app.base import BaseApplication
 
+    from . import _gunicorn
+
+    if not _gunicorn.is_supported():
+        _log.warning("gunicorn %d.%d is not a version mldeploy was tested with (%s)",
+                     *_gunicorn.version(), _gunicorn.SUPPORTED)
+
     preloaded: list[ServedModel] = []
 
     def when_ready(arbiter: Any) -> None:  # master: listeners bound, no worker forked yet
-        preloaded.append(preload_model(settings, arbiter.LISTENERS))
+        preloaded.append(preload_model(settings, _gunicorn.listener_sockets(arbiter)))
 
     class _App(BaseApplication):
         def load_config(self) -> None:

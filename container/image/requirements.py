@@ -161,7 +161,7 @@ def mldeploy_requirements(engine: str) -> list[str]:
             out.append(str(req))
     if not out:
         out = ["mlflow-skinny>=2.16", "pandas>=2.0", "numpy>=1.24", "orjson>=3.9", "flask>=3.0",
-               "gunicorn>=22.0", "click>=8.1"]
+               "gunicorn>=22.0,<27", "h11>=0.16", "click>=8.1"]
         if engine == "mlserver":
             out += ["mlserver==1.7.1", "mlserver-mlflow==1.7.1", "uvloop==0.21.0"]
     return out
