@@ -334,6 +334,7 @@ def multiprocess_server(settings: Any) -> Iterator[dict[str, Any]]:
     previous = os.environ.get(MULTIPROC_ENV)
     directory = tempfile.mkdtemp(prefix="mldeploy-metrics-", dir=_tmp_root())
     os.environ[MULTIPROC_ENV] = directory
+    _log.info("workers' metrics in %s (removed at exit)", directory)
     from prometheus_client import values
 
     values.ValueClass = values.get_value_class()  # in case prometheus_client was imported
