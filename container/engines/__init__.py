@@ -31,8 +31,8 @@ def ports(settings: ServerSettings) -> tuple[int, ...]:
     """The ports the engine listens on: flask ``port``; mlserver also gRPC on ``port + 1`` and
     metrics on ``port + 2``."""
     if settings.engine == "mlserver":
-        return (settings.port, settings.port + 1, settings.port + 2)
-    return (settings.port,)
+        return (settings.port, settings.port + 1, settings.metrics_port or settings.port + 2)
+    return (settings.port,) + ((settings.metrics_listener,) if settings.metrics_listener else ())
 
 
 def busy_ports(host: str, wanted: tuple[int, ...]) -> list[int]:
