@@ -172,3 +172,19 @@ def test_metrics_settings():
     moved = ServerSettings.resolve(env={"MLDEPLOY_METRICS_PORT": "9100"})
     assert moved.metrics_listener == 9100
     assert ServerSettings.resolve(env={"MLDEPLOY_METRICS_PORT": "8080"}).metrics_listener is None
+
+
+def test_kubernetes_pods_carry_the_prometheus_scrape_annotations():
+    pytest.importorskip("kubernetes")
+    from mldeploy.config import build_config
+    from mldeploy.plugins.kubernetes import manifests as m
+    from mldeploy.plugins.kubernetes.config import KubernetesConfig
+
+    cfg = build_config(KubernetesConfig, {})
+    model = m.Model("models:/churn/3", "3", "ghcr.io/acme/churn:3f2a9c")
+    deployment = m.deployment(cfg, "churn", "ml", model, variant=m.STABLE, replicas=1)
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+    port = deployment["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert annotations["prometheus.io/port"] == str(port)
+    assert annotations["prometheus.io/path"] == metrics.METRICS_PATH
