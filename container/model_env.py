@@ -51,8 +51,12 @@ class EnvBuildError(MldeployError):
 def runtime_install_args(cache_dir: Path) -> tuple[list[str], str]:
     """pip arguments that install mldeploy into another environment as it is installed here,
     and a string identifying that (part of the cache key)."""
-    dist = importlib.metadata.distribution("mldeploy")
-    direct = json.loads(dist.read_text("direct_url.json") or "{}")
+    direct: dict[str, Any] = {}
+    for dist in importlib.metadata.distributions(name="mldeploy"):  # a source tree's stale
+        text = dist.read_text("direct_url.json")                    # egg-info has none
+        if text:
+            direct = json.loads(text)
+            break
     url = str(direct.get("url") or "")
     if url.startswith("file://") and (direct.get("dir_info") or {}).get("editable"):
         path = url[len("file://"):]
