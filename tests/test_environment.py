@@ -98,3 +98,86 @@ def test_serve_stops_within_seconds_with_one_line_naming_the_missing_package(
         assert f"pip install '{absent}'" in errors[0]
         assert "Traceback" not in proc.stderr and "Worker failed to boot" not in proc.stderr
         assert took < 60, took  # seconds, on a loaded machine; the model is never loaded
+
+
+# -- --env-manager virtualenv|uv: planning and the cache (the real builds: integration/) ----
+
+
+def test_settings_travel_to_the_model_environment_unchanged():
+    from mldeploy.container.model_env import settings_environment
+    from mldeploy.container.settings import ServerSettings
+
+    settings = ServerSettings.resolve(
+        env={}, model_uri="/m", port=9000, workers=3, engine="mlserver", env_manager="uv",
+        metrics="off", mlserver_max_batch_size=4, mlserver_max_batch_time=0.5, timeout=7.5)
+    again = ServerSettings.resolve(env=settings_environment(settings))
+    assert again == __import__("dataclasses").replace(settings, env_manager="local")
+
+
+def test_the_environment_is_keyed_by_the_model_requirements(tmp_path, example_model,
+                                                            monkeypatch):
+    from mldeploy.container import model_env
+
+    monkeypatch.setattr(model_env, "runtime_install_args",
+                        lambda cache: (["-e", "/src/mldeploy"], "editable:/src/mldeploy"))
+    model = _model(tmp_path, example_model, ["scikit-learn==1.9.1", "mlflow==3.17.2"])
+    first = model_env.plan(model, "virtualenv", "flask", tmp_path / "cache")
+    assert first == model_env.plan(model, "virtualenv", "flask", tmp_path / "cache")
+    assert "mlflow-skinny==3.17.2" in first.requirements  # resolved as for images
+    assert "prometheus_client>=0.20" in first.requirements  # mldeploy's runtime comes along
+    assert first.key != model_env.plan(model, "uv", "flask", tmp_path / "cache").key
+    (model / "requirements.txt").write_text("scikit-learn==1.9.0\nmlflow==3.17.2\n")
+    assert first.key != model_env.plan(model, "virtualenv", "flask", tmp_path / "cache").key
+
+
+def test_an_environment_is_built_once_and_a_failed_build_leaves_nothing(tmp_path, monkeypatch):
+    from mldeploy.container import model_env
+
+    built = []
+
+    def fake_build(plan, env_dir):
+        built.append(plan.key)
+        if plan.requirements == ("broken",):
+            (env_dir / "half").mkdir(parents=True)
+            raise model_env.EnvBuildError("installing the model's requirements failed: nope")
+        (env_dir / "bin").mkdir(parents=True)
+
+    monkeypatch.setattr(model_env, "_build", fake_build)
+    plan = model_env.EnvPlan("virtualenv", ("six",), ("-e", "/src"), "editable:/src", "3.11")
+    env = model_env.ensure_env(plan, tmp_path)
+    assert env == tmp_path / "envs" / plan.key and (env / model_env.READY_MARKER).is_file()
+    assert model_env.ensure_env(plan, tmp_path) == env and built == [plan.key]
+    broken = model_env.EnvPlan("virtualenv", ("broken",), ("-e", "/src"), "editable:/src", "3.11")
+    with pytest.raises(model_env.EnvBuildError, match="nope"):
+        model_env.ensure_env(broken, tmp_path)
+    assert not (tmp_path / "envs" / broken.key).exists()
+
+
+def test_uv_missing_is_one_line_with_the_fix(monkeypatch):
+    import builtins
+
+    from mldeploy.container import model_env
+
+    real_import = builtins.__import__
+
+    def no_uv(name, *args, **kwargs):
+        if name == "uv":
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(model_env.shutil, "which", lambda *a, **k: None)
+    monkeypatch.setattr(builtins, "__import__", no_uv)
+    with pytest.raises(model_env.EnvBuildError) as info:
+        model_env._uv()
+    assert "needs uv" in info.value.message and "pip install uv" in info.value.hint
+
+
+def test_the_editable_install_stays_editable():
+    from mldeploy.container.model_env import runtime_install_args
+
+    if not any('"editable": true' in (d.read_text("direct_url.json") or "")
+               for d in importlib.metadata.distributions(name="mldeploy")):
+        pytest.skip("mldeploy is not an editable install here")
+    args, ident = runtime_install_args(Path("/nonexistent"))
+    assert args[0] == "-e" and Path(args[1], "pyproject.toml").is_file()
+    assert ident == f"editable:{args[1]}"
