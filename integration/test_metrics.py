@@ -135,3 +135,16 @@ def test_mlserver_engine_serves_the_same_metrics_on_both_ports(tmp_path, example
             assert any(k[0] == "mldeploy_info" and dict(k[1])["engine"] == "mlserver"
                        for k in found)
         assert any(k[0].startswith("rest_server_requests") for k in theirs)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("mlserver") is None,
+                    reason="MLServer is not installed (pip install 'mldeploy[mlserver]')")
+def test_mlserver_engine_metrics_off(tmp_path, example_model):
+    port = free_port(3)
+    with serve(tmp_path, example_model, "--engine", "mlserver", port=port,
+               env={"MLDEPLOY_METRICS": "off"}) as server:
+        server.wait_ready(120)
+        off = requests.get(f"{server.url}/metrics", timeout=10)
+        assert off.status_code == 404 and off.json()["error_code"] == "NOT_FOUND"
+        with pytest.raises(requests.ConnectionError):  # MLServer's metrics server is off too
+            requests.get(f"http://127.0.0.1:{port + 2}/metrics", timeout=10)
