@@ -9,6 +9,7 @@ from __future__ import annotations
 import inspect
 import logging
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,6 +62,7 @@ class ServedModel:
     # ~3 ms a request). None where that is not equivalent: MLflow's predict is used then.
     direct_predict: Callable[..., Any] | None = None
     direct_takes_params: bool = False
+    load_seconds: float | None = None  # how long load_model took
 
     @property
     def column_names(self) -> tuple[str, ...]:
@@ -107,6 +109,7 @@ def load_model(model_uri: str) -> ServedModel:
     Raises ``mldeploy.errors.ModelUriError`` when the URI does not resolve; whatever the model's own
     loader raises propagates (the caller logs it and stops the server).
     """
+    started = time.perf_counter()
     quiet_mlflow_environment()
     import mlflow.pyfunc
 
@@ -126,6 +129,7 @@ def load_model(model_uri: str) -> ServedModel:
         info=_info(meta, model_uri),
         direct_predict=direct,
         direct_takes_params=takes_params,
+        load_seconds=time.perf_counter() - started,
     )
 
 
@@ -173,6 +177,13 @@ def _info(meta: Any, model_uri: str) -> dict[str, Any]:
         "model_uuid": getattr(meta, "model_uuid", None),
         "run_id": getattr(meta, "run_id", None),
         "flavors": flavors,
+        # the versions the flavors were saved with ("sklearn=1.9.1"), from the MLmodel file
+        "flavor_versions": ",".join(
+            f"{name}={value}"
+            for name in flavors
+            for key, value in sorted(((meta.flavors or {}).get(name) or {}).items())
+            if key.endswith("_version") and value
+        ),
         "mlflow_version": getattr(meta, "mlflow_version", None),
         "signature": meta.signature is not None,
     }

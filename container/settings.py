@@ -27,6 +27,8 @@ DEFAULT_BODY_TIMEOUT_SECONDS = 30.0
 DEFAULT_KEEPALIVE_SECONDS = 75.0  # longer than load balancers' idle timeouts (60 s)
 DEFAULT_MAX_CONNECTIONS = 1000  # per worker process
 # --- end transport ---
+METRICS_MODES = ("on", "off")
+ENV_MANAGERS = ("local", "virtualenv", "uv")
 
 # name of the setting -> environment variable
 ENV_NAMES = {
@@ -47,6 +49,12 @@ ENV_NAMES = {
     "keepalive_timeout": "MLDEPLOY_KEEPALIVE_TIMEOUT",
     "max_connections": "MLDEPLOY_MAX_CONNECTIONS",
     # --- end transport ---
+    "metrics": "MLDEPLOY_METRICS",
+    "metrics_port": "MLDEPLOY_METRICS_PORT",
+    "env_manager": "MLDEPLOY_ENV_MANAGER",
+    "mlserver_parallel_workers": "MLDEPLOY_MLSERVER_PARALLEL_WORKERS",
+    "mlserver_max_batch_size": "MLDEPLOY_MLSERVER_MAX_BATCH_SIZE",
+    "mlserver_max_batch_time": "MLDEPLOY_MLSERVER_MAX_BATCH_TIME",
 }
 
 
@@ -81,6 +89,20 @@ class ServerSettings:
     keepalive_timeout: float = DEFAULT_KEEPALIVE_SECONDS
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     # --- end transport ---
+    # Prometheus /metrics: "on" or "off"; metrics_port 0 serves it on ``port`` (flask engine:
+    # any other port gets a separate listener; mlserver engine: MLServer's metrics port, whose
+    # default is port + 2).
+    metrics: str = "on"
+    metrics_port: int = 0
+    # Where the model's Python requirements come from: "local" checks them against this
+    # environment; "virtualenv" / "uv" build the model's own environment once (cached) and
+    # serve from it.
+    env_manager: str = "local"
+    # mlserver engine: MLServer's parallel inference workers (0: in the server process) and its
+    # adaptive batching of V2 requests (max_batch_size > 1 turns it on; max_batch_time seconds).
+    mlserver_parallel_workers: int = 0
+    mlserver_max_batch_size: int = 0
+    mlserver_max_batch_time: float = 0.0
 
     @classmethod
     def resolve(
@@ -109,6 +131,10 @@ class ServerSettings:
         if isinstance(values.get("preload"), str):
             mode = str(values["preload"]).strip().lower()
             values["preload"] = _PRELOAD_ALIASES.get(mode, mode)
+        for name in ("metrics", "env_manager"):
+            if isinstance(values.get(name), str):
+                mode = str(values[name]).strip().lower()
+                values[name] = _PRELOAD_ALIASES.get(mode, mode) if name == "metrics" else mode
         settings = cls(**values)  # type: ignore[arg-type]
         settings._check()
         return settings
@@ -137,6 +163,32 @@ class ServerSettings:
             raise SettingsError(
                 f"preload must be one of {', '.join(PRELOAD_MODES)}, got {self.preload!r}"
             )
+        if self.metrics not in METRICS_MODES:
+            raise SettingsError(
+                f"metrics must be one of {', '.join(METRICS_MODES)}, got {self.metrics!r}"
+            )
+        if not 0 <= self.metrics_port < 65536:
+            raise SettingsError(f"metrics_port must be 0-65535, got {self.metrics_port}")
+        if self.env_manager not in ENV_MANAGERS:
+            raise SettingsError(
+                f"env_manager must be one of {', '.join(ENV_MANAGERS)}, got {self.env_manager!r}"
+            )
+        if self.mlserver_parallel_workers < 0:
+            raise SettingsError("mlserver_parallel_workers must be 0 or more, got "
+                                f"{self.mlserver_parallel_workers}")
+        if self.mlserver_max_batch_size < 0 or self.mlserver_max_batch_time < 0:
+            raise SettingsError("mlserver_max_batch_size and mlserver_max_batch_time must be 0 "
+                                "or more")
+        if self.mlserver_max_batch_size > 1 and self.mlserver_max_batch_time <= 0:
+            raise SettingsError("adaptive batching (mlserver_max_batch_size > 1) needs "
+                                "mlserver_max_batch_time, the seconds to wait for a batch")
+
+    @property
+    def metrics_listener(self) -> int | None:
+        """The port of a separate metrics listener, or None (off, or on the serving port)."""
+        if self.metrics == "off" or self.metrics_port in (0, self.port):
+            return None
+        return self.metrics_port
 
 
 def _convert(name: str, value: object, type_name: object, source: str) -> object:

@@ -73,9 +73,15 @@ def configure_logging(level: str) -> None:
 
 
 def ports(settings: ServerSettings) -> tuple[int, ...]:
-    """The ports the engine listens on: flask ``port``; mlserver also gRPC on ``port + 1`` and
-    metrics on ``port + 2``."""
-    return ENGINES[settings.engine].ports(settings.port)
+    """The ports the engine listens on: flask ``port`` (and ``metrics_port`` when /metrics has
+    its own listener); mlserver also gRPC on ``port + 1`` and metrics on ``port + 2`` (or
+    ``metrics_port``)."""
+    ports = ENGINES[settings.engine].ports(settings.port)
+    if settings.engine == "mlserver" and settings.metrics_port:
+        return ports[:2] + (settings.metrics_port,)  # MLServer's own metrics port, moved
+    if settings.engine != "mlserver" and settings.metrics_listener:
+        return ports + (settings.metrics_listener,)  # a separate /metrics listener
+    return ports
 
 
 def busy_ports(host: str, wanted: tuple[int, ...]) -> list[int]:

@@ -8,6 +8,7 @@ every route calls :mod:`mldeploy.container.protocol`.
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 from fastapi import Depends, Header, Request, Response
@@ -17,7 +18,7 @@ from mlserver.handlers import custom_handler
 from mlserver.model import MLModel
 from mlserver.types import InferenceRequest, InferenceResponse
 
-from .. import protocol
+from .. import metrics, protocol
 from ..protocol import STATUS, ProtocolError, error_body
 from ..runtime import ModelRuntime, request_id
 from .mlserver import settings_from_extra
@@ -30,19 +31,43 @@ async def _body(request: Request) -> bytes:
     return await request.body()
 
 
+_PROCESS_METRICS: list[metrics.ServerMetrics] = []
+
+
+def process_metrics(engine: str) -> metrics.ServerMetrics:
+    """This process's metrics, in prometheus_client's global registry (the one MLServer's
+    metrics server renders); created once per process (MLServer may load a model again)."""
+    if not _PROCESS_METRICS:
+        from prometheus_client import REGISTRY
+
+        _PROCESS_METRICS.append(metrics.ServerMetrics(engine, REGISTRY))
+    return _PROCESS_METRICS[0]
+
+
 class MldeployRuntime(MLModel):
     async def load(self) -> bool:
         extra = self.settings.parameters.extra if self.settings.parameters else {}
         self._server = settings_from_extra(extra)
         self._runtime = ModelRuntime(self._server)
+        self._metrics = process_metrics("mlserver") if self._server.metrics == "on" else None
         self._runtime.start()
+        if self._metrics is not None:
+            self._metrics.watch(self._runtime)
         return True
+
+    def _observe(self, route: str, started: float, body: bytes, response: Response) -> Response:
+        if self._metrics is not None:
+            self._metrics.observe(route, response.status_code, time.perf_counter() - started,
+                                  len(body), len(response.body))
+        return response
 
     @custom_handler(rest_path="/ping", rest_method="GET")
     async def ping_route(self) -> Response:
+        started = time.perf_counter()
         if self._runtime.ready.is_set():
-            return Response(b"", 200)
-        return _error("MODEL_NOT_READY", "the model is loading", request_id(None))
+            return self._observe("/ping", started, b"", Response(b"", 200))
+        return self._observe("/ping", started, b"", _error(
+            "MODEL_NOT_READY", "the model is loading", request_id(None)))
 
     @custom_handler(rest_path="/health", rest_method="GET")
     async def health_route(self) -> Response:
@@ -55,6 +80,14 @@ class MldeployRuntime(MLModel):
         return Response(orjson.dumps(self._runtime.version()), 200,
                         media_type="application/json")
 
+    @custom_handler(rest_path="/metrics", rest_method="GET")
+    async def metrics_route(self, accept: str | None = Header(default=None)) -> Response:
+        """The same exposition as MLServer's metrics port: its metrics and ours."""
+        if self._metrics is None:
+            return _error("NOT_FOUND", "metrics are off (MLDEPLOY_METRICS=off)", request_id(None))
+        body, content_type = self._metrics.render(accept)
+        return Response(body, 200, media_type=content_type)
+
     @custom_handler(rest_path="/invocations")
     async def invocations_route(
         self,
@@ -63,7 +96,17 @@ class MldeployRuntime(MLModel):
         accept: str | None = Header(default=None),
         x_request_id: str | None = Header(default=None),
     ) -> Response:
-        rid = request_id(x_request_id)
+        started = time.perf_counter()
+        if self._metrics is not None:
+            self._metrics.in_flight.inc()
+        try:
+            response = await self._invocations(body, content_type, request_id(x_request_id))
+        finally:
+            if self._metrics is not None:
+                self._metrics.in_flight.dec()
+        return self._observe("/invocations", started, body, response)
+
+    async def _invocations(self, body: bytes, content_type: str | None, rid: str) -> Response:
         limit = self._server.max_request_bytes
         if len(body) > limit:
             return _error("REQUEST_TOO_LARGE",

@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 from flask import Flask, Response, request
 
+from .. import environment, metrics
 from ..loader import ServedModel, fork_safe, load_model
 from ..protocol import STATUS, ProtocolError, Reply, error_body
 from ..runtime import LOAD_FAILED_EXIT_CODE, ModelRuntime, PredictionTimeout, printable, request_id
@@ -112,6 +113,10 @@ def create_app(
         _log.exception("rid=%s unhandled error", request.environ.get("mldeploy.request_id"))
         return _error("INTERNAL_ERROR", "internal server error; the server log has the details")
 
+    # -- metrics hook: counts and times every request, answers GET /metrics (mldeploy.metrics)
+    if settings.metrics == "on":
+        app.wsgi_app = metrics.instrument_wsgi(app.wsgi_app, settings, runtime)  # type: ignore
+    # -- end of metrics hook
     return app
 
 
@@ -231,6 +236,8 @@ def run(settings: ServerSettings) -> int:
         _log.warning("gunicorn %d.%d is not a version mldeploy was tested with (%s)",
                      *_gunicorn.version(), _gunicorn.SUPPORTED)
 
+    if (code := environment.prepare(settings)) is not None:  # the model's requirements
+        return code
     preloaded: list[ServedModel] = []
 
     def when_ready(arbiter: Any) -> None:  # master: listeners bound, no worker forked yet
@@ -242,12 +249,16 @@ def run(settings: ServerSettings) -> int:
                 self.cfg.set(key, value)
             if should_preload(settings):
                 self.cfg.set("when_ready", when_ready)
+            for key, value in metrics_hooks.items():  # metrics hook: gunicorn server hooks
+                self.cfg.set(key, value)
 
         def load(self) -> Flask:  # runs in each worker after fork
             return create_app(settings, preloaded=preloaded[0] if preloaded else None)
 
-    try:
-        _App().run()
-    except SystemExit as exc:
-        return int(exc.code or 0)
+    # metrics hook: one multiprocess directory for the workers' metrics
+    with metrics.multiprocess_server(settings) as metrics_hooks:
+        try:
+            _App().run()
+        except SystemExit as exc:
+            return int(exc.code or 0)
     return 0

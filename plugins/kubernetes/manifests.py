@@ -218,7 +218,11 @@ def pod_spec(cfg: KubernetesConfig, model: Model) -> dict[str, Any]:
 def pod_template(cfg: KubernetesConfig, name: str, variant: str, model: Model) -> dict[str, Any]:
     return {
         "metadata": {"labels": labels(cfg, name, variant, model.version),
-                     "annotations": {MODEL_URI: scrub_uri(model.uri), IMAGE: model.image}},
+                     "annotations": {MODEL_URI: scrub_uri(model.uri), IMAGE: model.image,
+                                     # Prometheus' pod discovery: the server's /metrics
+                                     "prometheus.io/scrape": "true",
+                                     "prometheus.io/port": str(CONTAINER_PORT),
+                                     "prometheus.io/path": "/metrics"}},
         "spec": pod_spec(cfg, model),
     }
 

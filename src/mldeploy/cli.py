@@ -113,6 +113,10 @@ def cli(ctx: click.Context, debug: bool) -> None:
                    "[default: $SAGEMAKER_MODEL_SERVER_TIMEOUT or 60]")
 @click.option("--max-request-bytes", type=int, default=None,
               help="Largest request body. [default: 6 MiB, SageMaker real-time's limit]")
+@click.option("--env-manager", type=click.Choice(["local", "virtualenv", "uv"]), default=None,
+              help="local: check the model's requirements against this environment; "
+                   "virtualenv/uv: build the model's own (cached) and serve from it. "
+                   "[default: local]")
 def serve(model_uri: str | None, **options: object) -> None:
     """Serve a model over HTTP: /ping, /health, /version, POST /invocations."""
     from mldeploy.container.engines import serve as serve_model
