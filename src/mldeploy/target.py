@@ -243,6 +243,7 @@ class NameRule:
     pattern: str = r"[a-zA-Z0-9](-*[a-zA-Z0-9])*"
     max_length: int = 63
     hint: str = "use 1-63 letters, digits and hyphens, starting and ending with a letter or digit"
+    what: str = "deployment name"  # in the message: "'x_y' is not a valid <what>"
 
     def check(self, target: str, name: Any) -> str:
         import re
@@ -251,7 +252,7 @@ class NameRule:
             raise UsageError("no deployment name given", hint="pass name=... (--name on the CLI)")
         name = name.strip()
         if len(name) > self.max_length or not re.fullmatch(self.pattern, name):
-            raise UsageError(f"{name!r} is not a valid deployment name on {target}",
+            raise UsageError(f"{name!r} is not a valid {self.what} on {target}",
                              hint=self.hint)
         return name
 
@@ -309,7 +310,7 @@ class Target(abc.ABC):
     def delete(self, name: str, *, wait: bool = True, timeout: float | None = None) -> Deletion:
         name = self.check_name(name)
         self.restart_clock()
-        return self._delete(name, wait=self._wait(wait), timeout=self._timeout(timeout))
+        return self._delete(name, wait=self._effective_wait(wait), timeout=self._effective_timeout(timeout))
 
     def get(self, name: str) -> Deployment:
         return self._get(self.check_name(name))
@@ -342,8 +343,8 @@ class Target(abc.ABC):
         name = self.check_name(name)
         self.require(Capability.TRAFFIC, "has no traffic weights to set")
         self.restart_clock()
-        return self._traffic(name, dict(weights), wait=self._wait(wait),
-                             timeout=self._timeout(timeout))
+        return self._traffic(name, dict(weights), wait=self._effective_wait(wait),
+                             timeout=self._effective_timeout(timeout))
 
     def plan(self, mode: DeployMode | str, name: str, model_uri: str) -> Plan:
         mode = DeployMode.parse(mode)
@@ -414,13 +415,13 @@ class Target(abc.ABC):
                              hint=f"the {self.name} target's capabilities: "
                              + (", ".join(sorted(c.value for c in self.capabilities)) or "none"))
 
-    def _wait(self, wait: bool) -> bool:
+    def _effective_wait(self, wait: bool) -> bool:
         if not wait and Capability.NO_WAIT not in self.capabilities:
             self.progress(f"the {self.name} target always waits until the change is ready")
             return True
         return wait
 
-    def _timeout(self, timeout: float | None) -> float:
+    def _effective_timeout(self, timeout: float | None) -> float:
         if timeout is not None:
             if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
                 raise UsageError(f"timeout must be a positive number of seconds, not {timeout!r}")
@@ -437,8 +438,8 @@ class Target(abc.ABC):
             self.require(Capability.ADD, "cannot add a model beside another one")
         if not isinstance(model_uri, str) or not model_uri.strip():
             raise UsageError("no model URI given", hint="pass model_uri=... (-m on the CLI)")
-        tx = Transaction(self.name, mode.value, name, wait=self._wait(wait),
-                         timeout=self._timeout(timeout),
+        tx = Transaction(self.name, mode.value, name, wait=self._effective_wait(wait),
+                         timeout=self._effective_timeout(timeout),
                          existed=mode is not DeployMode.CREATE, say=self.progress)
         self.restart_clock()
         hook = {DeployMode.CREATE: self._create, DeployMode.REPLACE: self._replace,
