@@ -310,7 +310,8 @@ class Target(abc.ABC):
     def delete(self, name: str, *, wait: bool = True, timeout: float | None = None) -> Deletion:
         name = self.check_name(name)
         self.restart_clock()
-        return self._delete(name, wait=self._effective_wait(wait), timeout=self._effective_timeout(timeout))
+        return self._delete(name, wait=self._effective_wait(wait),
+                            timeout=self._effective_timeout(timeout))
 
     def get(self, name: str) -> Deployment:
         return self._get(self.check_name(name))
