@@ -184,7 +184,8 @@ def test_a_failed_replace_shows_the_log_tail_and_removes_only_the_new_container(
     assert "Traceback" in saved.read_text(), "the whole log is kept"
     assert "Traceback" not in err.message
     assert "keeps serving" in err.hint
-    assert len(err.cleaned) == 1 and err.cleaned[0].startswith("container mldeploy-local-ep-")
+    assert len(err.cleaned) == 1 and err.cleaned[0].kind == "container"
+    assert err.cleaned[0].id.startswith("mldeploy-local-ep-")
     assert err.leftover == []
     after = t.get("ep")
     assert after.status is Status.READY and after.resources == before.resources
