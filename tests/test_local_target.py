@@ -24,7 +24,7 @@ from mldeploy.plugins.local import LocalTarget
 from mldeploy.plugins.local import _gateway_ctl as gw
 from mldeploy.target import DeployMode, Status
 from mldeploy.testing.conformance import TargetConformance, example_model_dir
-from mldeploy.testing.local import gateway_inventory, gateway_pids
+from mldeploy.plugins.local.testing import gateway_inventory, gateway_pids
 
 REQUEST = (example_model_dir() / "serving_input_example.json").read_bytes()
 

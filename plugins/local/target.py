@@ -1,5 +1,5 @@
-"""The local target: orchestration only (Docker calls in ``_client``, the deploy steps and their
-ledger in ``_rollout``, state files in ``_state``, the gateway process in ``gateway``).
+"""The local target: the hooks the core calls (Docker calls in ``_client``, the deploy steps in
+``_steps``, state files in ``_state``, the gateway process in ``gateway``).
 
 An endpoint is one container per variant behind its gateway on 127.0.0.1. ``replace`` is
 blue/green: start the new container, wait for its ``/ping``, switch the gateway's routes, drain
@@ -27,7 +27,7 @@ from mldeploy.errors import (
     UsageError,
 )
 from mldeploy.plugins.local import _gateway_ctl as gw
-from mldeploy.plugins.local import _rollout as ro
+from mldeploy.plugins.local import _steps as ro
 from mldeploy.plugins.local._client import ContainerInfo, Engine, engine_from
 from mldeploy.plugins.local._resources import endpoint_filter, home_id, image_tag
 from mldeploy.plugins.local._state import EndpointState, StateStore
