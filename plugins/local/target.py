@@ -60,7 +60,7 @@ class LocalTarget(Target):
     name_rule = NameRule(
         pattern=NAME_RE.pattern.removeprefix("^").removesuffix("$"), max_length=63,
         hint="letters, digits and hyphens, starting with a letter or digit, at most 63 "
-             "characters")
+             "characters", what="local endpoint name")
     timeout_setting = "startup_timeout"  # bounds the wait for each new container's /ping
 
     def __init__(self, config: Any = None, **kwargs: Any) -> None:

@@ -252,8 +252,7 @@ class NameRule:
             raise UsageError("no deployment name given", hint="pass name=... (--name on the CLI)")
         name = name.strip()
         if len(name) > self.max_length or not re.fullmatch(self.pattern, name):
-            raise UsageError(f"{name!r} is not a valid {self.what} on {target}",
-                             hint=self.hint)
+            raise UsageError(f"{name!r} is not a valid {self.what}", hint=self.hint)
         return name
 
 

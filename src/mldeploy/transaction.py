@@ -14,7 +14,9 @@ undoes the records newest first and raises the same error on every target:
 :class:`~mldeploy.errors.DeploymentFailedError`, with ``cleaned`` (what was undone) and
 ``leftover`` (what could not be, or was kept on purpose) as :class:`~mldeploy.target.Resource`
 lists. A :class:`~mldeploy.errors.MldeployError` raised before anything was recorded (a bad
-name, an existing deployment, a model URI that does not resolve) passes through unchanged.
+name, an existing deployment, a model URI that does not resolve) passes through unchanged, and
+so does a :class:`~mldeploy.errors.UsageError` the backend raised later (input it refused)
+once everything is undone.
 """
 
 from __future__ import annotations
@@ -24,7 +26,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from mldeploy.errors import DeploymentFailedError, DeploymentTimeoutError, MldeployError
+from mldeploy.errors import (
+    DeploymentFailedError,
+    DeploymentTimeoutError,
+    MldeployError,
+    UsageError,
+)
 from mldeploy.target import Resource
 
 Undo = Callable[[], Any]
@@ -142,6 +149,8 @@ class Transaction:
             return exc
         if isinstance(exc, MldeployError) and not recorded:
             return exc  # nothing was made: the error as it is
+        if isinstance(exc, UsageError) and not leftover:
+            return exc  # bad input the backend refused; all undone: fixing the input fixes it
         if not isinstance(exc, (Exception, KeyboardInterrupt)):
             return exc  # SystemExit, GeneratorExit: after the rollback, as they are
         head = f"{self.verb} of {self.name}"
