@@ -22,9 +22,9 @@ from test_local_fakes import FakeEngine
 from mldeploy.errors import DeploymentFailedError, InvocationError, TargetError, UsageError
 from mldeploy.plugins.local import LocalTarget
 from mldeploy.plugins.local import _gateway_ctl as gw
+from mldeploy.plugins.local.testing import gateway_inventory, gateway_pids
 from mldeploy.target import DeployMode, Status
 from mldeploy.testing.conformance import TargetConformance, example_model_dir
-from mldeploy.plugins.local.testing import gateway_inventory, gateway_pids
 
 REQUEST = (example_model_dir() / "serving_input_example.json").read_bytes()
 
