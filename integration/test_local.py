@@ -27,9 +27,9 @@ from mldeploy.errors import DeploymentFailedError
 from mldeploy.plugins.local import LocalTarget
 from mldeploy.plugins.local._client import ContainerSpec, Engine
 from mldeploy.plugins.local._resources import LABEL_HOME, home_id
+from mldeploy.plugins.local.testing import gateway_inventory, gateway_pids
 from mldeploy.target import Status
 from mldeploy.testing.conformance import TargetConformance, example_model_dir
-from mldeploy.testing.local import gateway_inventory, gateway_pids
 
 # an image build (first use of a model) can take minutes on a busy machine
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]

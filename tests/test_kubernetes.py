@@ -85,7 +85,7 @@ def test_failed_create_reports_the_crash_without_a_traceback(cluster):
     message = str(info.value)
     assert "CrashLoopBackOff" in message and "No module named 'sklearn'" in message
     assert "Traceback" not in message and 'File "x.py"' not in message
-    assert sorted(info.value.cleaned) == sorted([
+    assert sorted(r.id for r in info.value.cleaned) == sorted([
         "Deployment/default/churn", "Service/default/churn",
         "HorizontalPodAutoscaler/default/churn", "PodDisruptionBudget/default/churn"])
     assert cluster.inventory() == set() and cluster.objects("Pod") == []
@@ -125,7 +125,7 @@ def test_create_without_image_or_registry_says_what_to_give(cluster):
 
 @pytest.mark.parametrize("name", ["Churn", "9lives", "a" * 57, "under_score"])
 def test_invalid_names_are_refused_before_any_call(cluster, name):
-    with pytest.raises(UsageError, match="not valid on Kubernetes"):
+    with pytest.raises(UsageError, match="not a valid deployment name on Kubernetes"):
         make(cluster).create(name, MODEL)
 
 

@@ -16,7 +16,7 @@ from kube_support import BODY, MODEL  # noqa: E402
 
 from mldeploy.errors import DeploymentFailedError, UsageError  # noqa: E402
 from mldeploy.plugins.kubernetes._traffic import replicas_for  # noqa: E402
-from mldeploy.target import DeployMode, Status  # noqa: E402
+from mldeploy.target import DeployMode, Resource, Status  # noqa: E402
 
 BASE = {**kube.BASE, "autoscale": "false", "min_replicas": "4", "max_replicas": "8",
         "canary_weight": "0.2"}
@@ -83,7 +83,7 @@ def test_failed_canary_is_removed_and_stable_untouched(cluster, model2):
     cluster.fail_next_rollout("OSError: model file is truncated")
     with pytest.raises(DeploymentFailedError, match="model file is truncated") as info:
         target.add("churn", model2)
-    assert info.value.cleaned == ["Deployment/default/churn-canary"]
+    assert info.value.cleaned == [Resource("deployment", "Deployment/default/churn-canary")]
     assert cluster.inventory() == before and pods_by_variant(cluster) == {"stable": 4}
 
 

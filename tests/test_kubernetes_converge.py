@@ -159,7 +159,7 @@ def test_failed_replace_restores_every_object_exactly(cluster, model2, start):
         make(cluster, **CHANGED, **flipped).replace("churn", model2)
     err = info.value
     assert err.leftover == [] and "objects restored" in (err.hint or "")
-    assert {c for c in err.cleaned if not c.startswith("ReplicaSet/")} == {
+    assert {c.id for c in err.cleaned if c.kind != "replicaset"} == {
         f"{k}/default/churn" for k in SIDE}
     assert snapshot(cluster) == before
     dep = make(cluster).get("churn")

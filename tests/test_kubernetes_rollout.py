@@ -64,7 +64,7 @@ def test_failed_replace_rolls_back_and_keeps_the_old_pods_serving(cluster, model
     assert "CrashLoopBackOff" in str(err) and "numpy>=2" in str(err)
     assert "Back-off restarting failed container" in str(err)
     assert err.hint and "previous model is still serving" in err.hint
-    assert err.leftover == [] and len(err.cleaned) == 1 and err.cleaned[0].startswith(
+    assert err.leftover == [] and len(err.cleaned) == 1 and err.cleaned[0].id.startswith(
         "ReplicaSet/default/churn-")
     # The old pods were never replaced (maxUnavailable 0) and serve on.
     assert before_pods <= set(pods(cluster))

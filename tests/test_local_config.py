@@ -11,7 +11,7 @@ import time
 import pytest
 
 from mldeploy.config import build_config, parse_assignments
-from mldeploy.errors import ConfigError, DeploymentNotFoundError, TargetError
+from mldeploy.errors import ConfigError, DeploymentNotFoundError, TargetError, UsageError
 from mldeploy.plugins.local import LocalTarget
 from mldeploy.plugins.local._state import EndpointState, StateStore, VariantState
 from mldeploy.plugins.local.config import (
@@ -85,7 +85,7 @@ def test_valid_names(name):
 
 @pytest.mark.parametrize("name", ["", "-a", "a_b", "a/b", "../etc", "A" * 64, "a b"])
 def test_invalid_names_never_reach_a_file_or_container_name(name, tmp_path):
-    with pytest.raises(ConfigError):
+    with pytest.raises(UsageError):
         LocalTarget({"state_dir": str(tmp_path)}).get(name)
 
 

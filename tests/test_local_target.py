@@ -22,9 +22,9 @@ from test_local_fakes import FakeEngine
 from mldeploy.errors import DeploymentFailedError, InvocationError, TargetError, UsageError
 from mldeploy.plugins.local import LocalTarget
 from mldeploy.plugins.local import _gateway_ctl as gw
+from mldeploy.plugins.local.testing import gateway_inventory, gateway_pids
 from mldeploy.target import DeployMode, Status
 from mldeploy.testing.conformance import TargetConformance, example_model_dir
-from mldeploy.testing.local import gateway_inventory, gateway_pids
 
 REQUEST = (example_model_dir() / "serving_input_example.json").read_bytes()
 
@@ -184,7 +184,8 @@ def test_a_failed_replace_shows_the_log_tail_and_removes_only_the_new_container(
     assert "Traceback" in saved.read_text(), "the whole log is kept"
     assert "Traceback" not in err.message
     assert "keeps serving" in err.hint
-    assert len(err.cleaned) == 1 and err.cleaned[0].startswith("container mldeploy-local-ep-")
+    assert len(err.cleaned) == 1 and err.cleaned[0].kind == "container"
+    assert err.cleaned[0].id.startswith("mldeploy-local-ep-")
     assert err.leftover == []
     after = t.get("ep")
     assert after.status is Status.READY and after.resources == before.resources

@@ -86,7 +86,7 @@ from mldeploy.errors import (  # noqa: E402
     PredictionError,
     UsageError,
 )
-from mldeploy.target import Action, DeployMode, Plan, Status  # noqa: E402
+from mldeploy.target import Action, DeployMode, Plan, Resource, Status  # noqa: E402
 from mldeploy.testing.conformance import example_model_dir  # noqa: E402
 
 MODEL = str(example_model_dir())
@@ -239,7 +239,7 @@ def test_failed_create_removes_everything_including_a_bucket_it_made(make, emula
     err = info.value
     assert "ping health check failed" in err.message
     assert "No module named 'sklearn'" in err.message and "File \"" not in err.message
-    assert "s3-bucket s3://fresh-bucket" in err.cleaned and err.leftover == []
+    assert Resource("s3-bucket", "s3://fresh-bucket") in err.cleaned and err.leftover == []
     assert sagemaker_inventory(session) == before
 
 
@@ -290,7 +290,7 @@ def test_failed_replace_rolls_back_reports_and_leaves_nothing(make, emulator, se
     assert "ValueError: bad pickle" in info.value.message
     assert "Traceback" not in str(info.value)
     assert "previous deployment is still serving" in info.value.hint
-    assert {c.split()[0] for c in info.value.cleaned} == {"endpoint-config", "model", "s3-object"}
+    assert {c.kind for c in info.value.cleaned} == {"endpoint-config", "model", "s3-object"}
     assert sagemaker_inventory(session) == before
     assert t.get("ep").status is Status.READY and served_by(t) == serving
     assert any("ep: Updating" in str(e) for e in events)
@@ -569,9 +569,10 @@ def test_cleanup_that_cannot_finish_names_what_is_left(make, emulator, session, 
     with pytest.raises(DeploymentFailedError) as info:
         t.replace("ep", model2)
     err = info.value
-    assert len(err.leftover) == 1 and err.leftover[0].startswith("model arn:aws:sagemaker:")
-    assert err.leftover[0].endswith(f"model/{new_model}") and new_model in err.hint
-    assert {c.split()[0] for c in err.cleaned} == {"endpoint-config", "s3-object"}
+    assert len(err.leftover) == 1 and err.leftover[0].kind == "model"
+    assert err.leftover[0].id.startswith("arn:aws:sagemaker:")
+    assert err.leftover[0].id.endswith(f"model/{new_model}") and new_model in err.hint
+    assert {c.kind for c in err.cleaned} == {"endpoint-config", "s3-object"}
     assert t.get("ep").model_uri == MODEL
     # the same command again, once deleting works: the leftover is adopted, nothing is doubled
     emulator.allow_deletes()

@@ -100,13 +100,15 @@ class MldeployRuntime(MLModel):
         if self._metrics is not None:
             self._metrics.in_flight.inc()
         try:
-            response = await self._invocations(body, content_type, request_id(x_request_id))
+            response = await self._invocations(body, content_type, accept,
+                                               request_id(x_request_id))
         finally:
             if self._metrics is not None:
                 self._metrics.in_flight.dec()
         return self._observe("/invocations", started, body, response)
 
-    async def _invocations(self, body: bytes, content_type: str | None, rid: str) -> Response:
+    async def _invocations(self, body: bytes, content_type: str | None, accept: str | None,
+                           rid: str) -> Response:
         limit = self._server.max_request_bytes
         if len(body) > limit:
             return _error("REQUEST_TOO_LARGE",

@@ -1,15 +1,14 @@
 """The Kubernetes target (``mldeploy deploy --target kubernetes[:/CONTEXT/NAMESPACE]``).
 
-Files, as in every target: ``target.py`` orchestration, ``config.py`` the typed config,
-``_client.py`` the API calls (the ``kubernetes`` package loads the kubeconfig and provides the
-authenticated transport), ``errors.py`` API errors -> mldeploy errors. Besides: ``manifests.py``
-builds the objects as wire-form dicts, ``_checks.py`` checks them semantically, ``_rollout.py``
-watches rollouts and explains failures, ``_ops.py`` the undo ledger and merge patches,
-``_converge.py`` what a replace changes per object, ``_replace.py`` replace as one transaction,
-``_traffic.py`` canaries and invoke, ``testing/`` an in-memory cluster for tests (kmock).
-
-``KubernetesTarget`` is imported on first use (it needs the ``kubernetes`` extra); the manifest
-builders need nothing beyond PyYAML.
+Files, as in every target (``plugins/README.md``): ``target.py`` the hooks the core calls,
+``config.py`` the typed config, ``_client.py`` the API calls (the ``kubernetes`` package loads
+the kubeconfig and provides the authenticated transport), ``manifests.py`` the objects as
+wire-form dicts (this target's pure builders), ``errors.py`` API errors -> mldeploy errors,
+``testing/`` an in-memory cluster for tests (kmock). Besides: ``_checks.py`` checks the objects
+semantically, ``_rollout.py`` watches rollouts and explains failures, ``_ops.py`` merge patches
+and the transaction's records for objects, ``_converge.py`` what a replace changes per object,
+``_replace.py`` replace, ``_traffic.py`` canaries and invoke - functions over a ``Kube`` client
+and the config. The manifest builders need nothing beyond PyYAML.
 """
 
 from __future__ import annotations
@@ -19,12 +18,20 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from mldeploy.plugins.kubernetes.target import KubernetesPlan, KubernetesTarget
 
+# What the target's extra installs: checked when the target is first asked for, so the registry
+# can name the extra; importing this package imports nothing else.
+NEEDS: tuple[str, ...] = ("kubernetes",)
+
 __all__ = ["KubernetesPlan", "KubernetesTarget"]
 
 
 def __getattr__(name: str) -> Any:
-    if name in __all__:
-        from mldeploy.plugins.kubernetes import target
+    if name not in __all__:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+    import importlib.util
 
-        return getattr(target, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    for dep in NEEDS:
+        if importlib.util.find_spec(dep) is None:
+            raise ImportError(f"the kubernetes target needs {dep}", name=dep)
+    return getattr(importlib.import_module(f"{__name__}.target"), name)

@@ -1,18 +1,19 @@
-"""The transactional steps the target is made of: a ledger of what a run changed (created,
-updated and deleted objects, undone in reverse on failure), waiting for a rollout with progress,
-and the exact merge patches that move an object to a new state and back again."""
+"""The transactional steps the target is made of: creating, updating and deleting objects with
+each change recorded in the core's transaction together with its undo, waiting for a rollout
+with progress, and the exact merge patches that move an object to a new state and back again."""
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from mldeploy.errors import DeploymentFailedError, DeploymentTimeoutError, MldeployError
 from mldeploy.plugins.kubernetes import _rollout
 from mldeploy.plugins.kubernetes._client import KINDS, Kube
-from mldeploy.plugins.kubernetes.errors import ApiError, Unreachable
+from mldeploy.target import Resource
+from mldeploy.transaction import StepFailed, StepTimedOut, Transaction
 
 Say = Callable[[str], None]
 SYSTEM_ANNOTATIONS = ("deployment.kubernetes.io/", "kubectl.kubernetes.io/")
@@ -24,70 +25,50 @@ def rid(kind: str, namespace: str, name: str) -> str:
     return f"{kind}/{namespace}/{name}"
 
 
-@dataclass(frozen=True)
-class Entry:
-    """One change of a run: ``before`` None - it created the object; else the object as it was,
-    which it updated (``deleted`` False) or deleted."""
-
-    kind: str
-    name: str
-    before: dict[str, Any] | None = None
-    deleted: bool = False
+def resource(kind: str, namespace: str, name: str) -> Resource:
+    """An object as a :class:`~mldeploy.target.Resource` (kind lower-case, id ``Kind/ns/name``),
+    as results and errors report it."""
+    return Resource(kind.lower(), rid(kind, namespace, name))
 
 
-@dataclass
-class Ledger:
-    """What this run changed, undone in reverse on failure: created objects are deleted,
-    updated ones patched back to their previous labels, annotations and spec, deleted ones
-    created again from them."""
+def create(tx: Transaction, kube: Kube, obj: Mapping[str, Any]) -> dict[str, Any]:
+    """Create ``obj``, recorded in ``tx`` (undo: delete it; already gone is fine)."""
+    made = kube.create(obj)
+    kind, name = obj["kind"], obj["metadata"]["name"]
+    tx.record(resource(kind, kube.namespace, name), functools.partial(kube.delete, kind, name))
+    return made
 
-    kube: Kube
-    items: list[Entry] = field(default_factory=list)
 
-    def create(self, obj: Mapping[str, Any]) -> dict[str, Any]:
-        made = self.kube.create(obj)
-        self.items.append(Entry(obj["kind"], obj["metadata"]["name"]))
-        return made
+def update(tx: Transaction, kube: Kube, kind: str, live: Mapping[str, Any],
+           patch: Mapping[str, Any]) -> dict[str, Any]:
+    """Merge-patch the object ``live`` (as read before this run changed it), recorded in ``tx``
+    (undo: patch it back to its previous labels, annotations and spec)."""
+    name = live["metadata"]["name"]
+    done = kube.patch(kind, name, patch)
+    tx.record(resource(kind, kube.namespace, name),
+              functools.partial(restore, kube, kind, name, dict(live)))
+    return done
 
-    def update(self, kind: str, live: Mapping[str, Any],
-               patch: Mapping[str, Any]) -> dict[str, Any]:
-        """Merge-patch the object ``live`` (as read before this run changed it)."""
-        name = live["metadata"]["name"]
-        done = self.kube.patch(kind, name, patch)
-        self.items.append(Entry(kind, name, dict(live)))
-        return done
 
-    def delete(self, kind: str, live: Mapping[str, Any]) -> None:
-        """Delete the object ``live``; one gone meanwhile (404) is not recreated by undo."""
-        name = live["metadata"]["name"]
-        if self.kube.delete(kind, name):
-            self.items.append(Entry(kind, name, dict(live), deleted=True))
+def delete(tx: Transaction, kube: Kube, kind: str, live: Mapping[str, Any]) -> None:
+    """Delete the object ``live``, recorded in ``tx`` (undo: create it again); one gone
+    meanwhile (404) is not recreated."""
+    name = live["metadata"]["name"]
+    if kube.delete(kind, name):
+        tx.record(resource(kind, kube.namespace, name),
+                  functools.partial(restore, kube, kind, name, dict(live)))
 
-    def undo(self) -> tuple[list[str], list[str]]:
-        """Undo everything, newest first: ``(done, could not)`` as object ids."""
-        cleaned, leftover = [], []
-        for entry in reversed(self.items):
-            label = rid(entry.kind, self.kube.namespace, entry.name)
-            try:
-                self._undo(entry)
-                cleaned.append(label)
-            except (ApiError, Unreachable, MldeployError):
-                leftover.append(label)
-        self.items.clear()
-        return cleaned, leftover
 
-    def _undo(self, entry: Entry) -> None:
-        if entry.before is None:
-            self.kube.delete(entry.kind, entry.name)  # False (already gone) is fine
-            return
-        current = self.kube.get(entry.kind, entry.name)
-        if current is None:
-            self.kube.create(recreatable(entry.kind, entry.before))
-            return
-        patch = merge_patch(view(current, kind=entry.kind, replicas=True),
-                            view(entry.before, kind=entry.kind, replicas=True))
-        if patch:
-            self.kube.patch(entry.kind, entry.name, patch)
+def restore(kube: Kube, kind: str, name: str, before: Mapping[str, Any]) -> None:
+    """Put object ``name`` back as ``before``: created again if gone, else patched back."""
+    current = kube.get(kind, name)
+    if current is None:
+        kube.create(recreatable(kind, before))
+        return
+    patch = merge_patch(view(current, kind=kind, replicas=True),
+                        view(before, kind=kind, replicas=True))
+    if patch:
+        kube.patch(kind, name, patch)
 
 
 def recreatable(kind: str, obj: Mapping[str, Any]) -> dict[str, Any]:
@@ -185,26 +166,25 @@ def owned_replicasets(kube: Kube, dep: Mapping[str, Any]) -> dict[str, str]:
             if any(o.get("uid") == uid for o in rs["metadata"].get("ownerReferences") or [])}
 
 
-def watch_or_undo(kube: Kube, name: str, ledger: Ledger, config: Any, *, timeout: float | None,
-                  say: Callable[..., None], failed: str, hint: str) -> None:
-    """Watch Deployment ``name`` roll out; if it fails or times out, remove what ``ledger``
-    created and raise (``hint`` when nothing is left over, else how to clean up by hand)."""
+def watch_or_fail(kube: Kube, name: str, config: Any, *, timeout: float,
+                  say: Callable[..., None]) -> None:
+    """Watch Deployment ``name`` roll out; raise StepFailed / StepTimedOut (the core's
+    transaction then undoes what the run made) if it fails or times out."""
     outcome = watch(kube, name, timeout=timeout or config.timeout_seconds,
                     poll=config.poll_interval_seconds, log_lines=config.log_lines, say=say)
     if outcome.ok:
         return
-    cleaned, leftover = ledger.undo()
-    cls = DeploymentTimeoutError if outcome.timed_out else DeploymentFailedError
-    raise cls(f"{failed}: {outcome.reason}", cleaned=cleaned, leftover=leftover,
-              hint=hint if not leftover else leftover_hint(leftover, "remove"))
+    if outcome.timed_out:
+        raise StepTimedOut(outcome.reason.removeprefix("timed out "))
+    raise StepFailed(outcome.reason)
 
 
-def leftover_hint(leftover: list[str], verb: str) -> str:
+def leftover_hint(leftover: list[Resource], verb: str) -> str:
     """The hint for objects an undo could not handle: which, and what to do by hand (the CLI
     shows the message and the hint only)."""
-    return f"{verb} by hand what could not be undone: {', '.join(leftover)}"
+    return f"{verb} by hand what could not be undone: {', '.join(r.id for r in leftover)}"
 
 
-__all__ = ["Entry", "Ledger", "Outcome", "leftover_hint", "merge_patch", "owned_replicasets",
-           "recreatable", "rid", "view", "watch", "watch_or_undo"]
-
+__all__ = ["Outcome", "create", "delete", "leftover_hint", "merge_patch", "owned_replicasets",
+           "recreatable", "resource", "restore", "rid", "update", "view", "watch",
+           "watch_or_fail"]

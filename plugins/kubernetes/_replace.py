@@ -6,144 +6,131 @@ count becomes the config's), their creations and updates, then the Deployment's 
 watched rollout (maxUnavailable 0: the old pods serve until new ones are ready). If any step or
 the rollout fails or times out, the Deployment is patched back and its rollout awaited, the
 ReplicaSet the failed rollout made is deleted, and every other object is restored to its
-previous labels, annotations and spec (created ones deleted, deleted ones created again).
+previous labels, annotations and spec (created ones deleted, deleted ones created again) -
+each change having been recorded in the core's transaction with its undo. Functions over a
+``Kube`` client and the config; the target calls them from its hooks.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, NoReturn
+from collections.abc import Callable
+from typing import Any
 
 from mldeploy.errors import DeploymentFailedError, DeploymentTimeoutError
-from mldeploy.plugins.kubernetes import _checks, _converge
+from mldeploy.plugins.kubernetes import _checks, _converge, _ops
 from mldeploy.plugins.kubernetes import manifests as mf
 from mldeploy.plugins.kubernetes._client import Kube
 from mldeploy.plugins.kubernetes._converge import Step
 from mldeploy.plugins.kubernetes._ops import (
-    Ledger,
     leftover_hint,
     merge_patch,
     owned_replicasets,
+    resource,
     rid,
     view,
     watch,
 )
-from mldeploy.plugins.kubernetes.errors import ApiError, Unreachable, translate
-from mldeploy.target import Action, Status
+from mldeploy.plugins.kubernetes.config import KubernetesConfig
+from mldeploy.plugins.kubernetes.errors import ApiError, Unreachable
+from mldeploy.target import Action, Resource, Status
+from mldeploy.transaction import Transaction
 
-if TYPE_CHECKING:
-    from mldeploy.plugins.kubernetes.target import KubernetesTarget as _Base
-else:
-    _Base = object
-
+Say = Callable[..., None]
 _VERB = {Action.CREATE: "created", Action.UPDATE: "updated", Action.DELETE: "deleted"}
 
 
-class ReplaceMixin(_Base):
-    def replace_steps(self, kube: Kube, name: str, stable: dict[str, Any],
-                      model: mf.Model) -> list[Step]:
-        """What a replace with ``model`` and this config changes: the Deployment first, then
-        the PDB, HPA and Service (missing ones the config does not ask for are left out)."""
-        desired = mf.create_set(self.config, name, kube.namespace, model)
-        _checks.check(desired)
-        steps = _converge.steps(kube, name, stable, desired, replicas=not self.config.autoscale)
-        dep = steps[0]
-        if dep.action is Action.UPDATE:
-            steps[0] = Step(dep.action, dep.kind, dep.name, dep.live, dep.desired, dep.patch,
-                            _deployment_detail(dep, model))
-        return steps
+def replace_steps(kube: Kube, config: KubernetesConfig, name: str, stable: dict[str, Any],
+                  model: mf.Model) -> list[Step]:
+    """What a replace with ``model`` and ``config`` changes: the Deployment first, then the
+    PDB, HPA and Service (missing ones the config does not ask for are left out)."""
+    desired = mf.create_set(config, name, kube.namespace, model)
+    _checks.check(desired)
+    steps = _converge.steps(kube, name, stable, desired, replicas=not config.autoscale)
+    dep = steps[0]
+    if dep.action is Action.UPDATE:
+        steps[0] = Step(dep.action, dep.kind, dep.name, dep.live, dep.desired, dep.patch,
+                        _deployment_detail(dep, model))
+    return steps
 
-    def converge(self, kube: Kube, name: str, steps: list[Step], *, wait: bool,
-                 timeout: float | None) -> None:
-        """Apply ``steps`` (from :meth:`replace_steps`) as one transaction (module doc)."""
-        ledger = Ledger(kube)
-        for s in sorted(steps[1:], key=lambda s: s.order):
-            try:
-                if s.action is Action.DELETE:
-                    assert s.live is not None
-                    ledger.delete(s.kind, s.live)
-                elif s.action is Action.CREATE:
-                    assert s.desired is not None
-                    ledger.create(s.desired)
-                elif s.action is Action.UPDATE:
-                    assert s.live is not None
-                    ledger.update(s.kind, s.live, s.patch)
-                else:
-                    continue
-            except (ApiError, Unreachable) as exc:
-                self._abort(ledger, exc, name)
-            self._say(f"{_VERB[s.action]} {rid(s.kind, kube.namespace, s.name)}"
-                      + (f" ({s.detail})" if s.detail else ""), Status.UPDATING)
-        self.roll(kube, name, steps[0], ledger=ledger, wait=wait, timeout=timeout)
 
-    def roll(self, kube: Kube, name: str, step: Step, *, ledger: Ledger | None = None,
-             wait: bool, timeout: float | None) -> None:
-        """Patch Deployment ``name`` as ``step`` says and watch the rollout; on failure patch
-        it back, wait, delete the failed ReplicaSet and undo ``ledger``, then raise."""
-        ledger = ledger or Ledger(kube)
-        if step.action is Action.KEEP:
-            self._say(f"{name} already runs this model"
-                      + (" (other objects updated)" if ledger.items else ""), Status.READY)
-            return
-        before = step.live
-        assert before is not None
-        sets_before = owned_replicasets(kube, before)
-        try:
-            kube.patch("Deployment", name, step.patch)
-        except (ApiError, Unreachable) as exc:
-            self._abort(ledger, exc, name)
-        self._say(f"rolling out a new revision of {name}" if "template" in (
-            step.patch.get("spec") or {}) else f"updating {name} ({step.detail})",
-            Status.UPDATING)
-        if not wait:
-            return
-        limit = timeout or self.config.timeout_seconds
-        outcome = watch(kube, name, timeout=limit, poll=self.config.poll_interval_seconds,
-                        log_lines=self.config.log_lines, say=self._say)
-        if outcome.ok:
-            return
-        self._say(f"rollout of {name} failed; rolling back", Status.UPDATING)
-        replicas = "replicas" in (step.patch.get("spec") or {})
-        cleaned, leftover = self._roll_back(kube, name, before, sets_before, limit, replicas)
-        undone, left = ledger.undo()
-        leftover += left
-        hint = "rolled back: the previous model is still serving" + (
-            ", with its previous objects restored" if undone else "")
-        if leftover:
-            hint = (leftover_hint(leftover, "check and restore")
-                    + f" (kubectl rollout status deployment/{name})")
-        cls = DeploymentTimeoutError if outcome.timed_out else DeploymentFailedError
-        raise cls(f"replace of {name!r} failed: {outcome.reason}", cleaned=cleaned + undone,
-                  leftover=leftover, hint=hint)
+def converge(kube: Kube, config: KubernetesConfig, name: str, steps: list[Step], *,
+             tx: Transaction, say: Say) -> None:
+    """Apply ``steps`` (from :func:`replace_steps`) in ``tx`` (module doc). An API error of a
+    step propagates: the core's transaction undoes the steps before it."""
+    for s in sorted(steps[1:], key=lambda s: s.order):
+        if s.action is Action.DELETE:
+            assert s.live is not None
+            _ops.delete(tx, kube, s.kind, s.live)
+        elif s.action is Action.CREATE:
+            assert s.desired is not None
+            _ops.create(tx, kube, s.desired)
+        elif s.action is Action.UPDATE:
+            assert s.live is not None
+            _ops.update(tx, kube, s.kind, s.live, s.patch)
+        else:
+            continue
+        say(f"{_VERB[s.action]} {rid(s.kind, kube.namespace, s.name)}"
+            + (f" ({s.detail})" if s.detail else ""), Status.UPDATING)
+    roll(kube, config, name, steps[0], tx=tx, say=say)
 
-    def _roll_back(self, kube: Kube, name: str, before: dict[str, Any],
-                   sets_before: dict[str, str], limit: float,
-                   replicas: bool) -> tuple[list[str], list[str]]:
-        try:
-            current = kube.get("Deployment", name) or before
-            kube.patch("Deployment", name, merge_patch(view(current, replicas=replicas),
-                                                       view(before, replicas=replicas)))
-            back = watch(kube, name, timeout=limit, poll=self.config.poll_interval_seconds,
-                         log_lines=0, say=self._say)
-        except (ApiError, Unreachable):
-            return [], [rid("Deployment", kube.namespace, name)]
-        if not back.ok:
-            return [], [rid("Deployment", kube.namespace, name)]
-        cleaned = []
-        now = kube.get("Deployment", name) or before
-        for rs in sorted(set(owned_replicasets(kube, now)) - set(sets_before)):
-            if kube.delete("ReplicaSet", rs):
-                cleaned.append(rid("ReplicaSet", kube.namespace, rs))
-        return cleaned, []
 
-    def _abort(self, ledger: Ledger, exc: ApiError | Unreachable, name: str) -> NoReturn:
-        """A step was refused: undo the ones before it and raise the API's error (with what
-        could not be undone, if anything)."""
-        _, leftover = ledger.undo()
-        err = translate(exc, f"replace {name}")
-        if leftover:
-            raise DeploymentFailedError(str(err), leftover=leftover,
-                                        hint=leftover_hint(leftover, "check and restore"))
-        raise err from None
+def roll(kube: Kube, config: KubernetesConfig, name: str, step: Step, *, tx: Transaction,
+         say: Say) -> None:
+    """Patch Deployment ``name`` as ``step`` says and watch the rollout (``tx.wait``,
+    ``tx.timeout``); on failure patch it back, wait, delete the failed ReplicaSet and undo
+    ``tx``, then raise."""
+    if step.action is Action.KEEP:
+        say(f"{name} already runs this model"
+            + (" (other objects updated)" if tx.records else ""), Status.READY)
+        return
+    before = step.live
+    assert before is not None
+    sets_before = owned_replicasets(kube, before)
+    kube.patch("Deployment", name, step.patch)
+    say(f"rolling out a new revision of {name}" if "template" in (
+        step.patch.get("spec") or {}) else f"updating {name} ({step.detail})", Status.UPDATING)
+    if not tx.wait:
+        return
+    limit = tx.timeout or config.timeout_seconds
+    outcome = watch(kube, name, timeout=limit, poll=config.poll_interval_seconds,
+                    log_lines=config.log_lines, say=say)
+    if outcome.ok:
+        return
+    say(f"rollout of {name} failed; rolling back", Status.UPDATING)
+    replicas = "replicas" in (step.patch.get("spec") or {})
+    cleaned, leftover = _roll_back(kube, config, name, before, sets_before, limit, replicas,
+                                   say)
+    undone, left = tx.rollback()
+    leftover += left
+    hint = "rolled back: the previous model is still serving" + (
+        ", with its previous objects restored" if undone else "")
+    if leftover:
+        hint = (leftover_hint(leftover, "check and restore")
+                + f" (kubectl rollout status deployment/{name})")
+    cls = DeploymentTimeoutError if outcome.timed_out else DeploymentFailedError
+    raise cls(f"{tx.verb} of {name} failed: {outcome.reason}",
+              cleaned=cleaned + undone, leftover=leftover, hint=hint)  # type: ignore[arg-type]
+
+
+def _roll_back(kube: Kube, config: KubernetesConfig, name: str, before: dict[str, Any],
+               sets_before: dict[str, str], limit: float, replicas: bool,
+               say: Say) -> tuple[list[Resource], list[Resource]]:
+    try:
+        current = kube.get("Deployment", name) or before
+        kube.patch("Deployment", name, merge_patch(view(current, replicas=replicas),
+                                                   view(before, replicas=replicas)))
+        back = watch(kube, name, timeout=limit, poll=config.poll_interval_seconds,
+                     log_lines=0, say=say)
+    except (ApiError, Unreachable):
+        return [], [resource("Deployment", kube.namespace, name)]
+    if not back.ok:
+        return [], [resource("Deployment", kube.namespace, name)]
+    cleaned = []
+    now = kube.get("Deployment", name) or before
+    for rs in sorted(set(owned_replicasets(kube, now)) - set(sets_before)):
+        if kube.delete("ReplicaSet", rs):
+            cleaned.append(resource("ReplicaSet", kube.namespace, rs))
+    return cleaned, []
 
 
 def _deployment_detail(dep: Step, model: mf.Model) -> str:
@@ -163,4 +150,4 @@ def _deployment_detail(dep: Step, model: mf.Model) -> str:
             + (f"; {also}" if also else ""))
 
 
-__all__ = ["ReplaceMixin"]
+__all__ = ["converge", "replace_steps", "roll"]

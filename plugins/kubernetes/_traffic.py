@@ -8,25 +8,27 @@ purpose: with a second, proportional HPA a canary that burns more CPU per reques
 itself up and take more traffic - the opposite of what a canary is for - and no CLI can hold a
 ratio between two autoscaled Deployments without a controller running in the cluster. ``get``
 and ``traffic`` report the share asked for, the share now and the drift; ``traffic`` re-sizes
-the canary for the stable Deployment's current size."""
+the canary for the stable Deployment's current size. Functions over a ``Kube`` client and the
+config; the target calls them from its hooks."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from mldeploy.errors import InvocationError, UsageError, invocation_error
-from mldeploy.plugins.kubernetes import _checks, _converge
+from mldeploy.plugins.kubernetes import _checks, _converge, _ops
 from mldeploy.plugins.kubernetes import manifests as mf
-from mldeploy.plugins.kubernetes._ops import Ledger, rid, watch, watch_or_undo
-from mldeploy.plugins.kubernetes.errors import ApiError, Unreachable, scrub, translate
-from mldeploy.target import Deployment, Prediction, Status, encode_payload
+from mldeploy.plugins.kubernetes._client import Kube
+from mldeploy.plugins.kubernetes._ops import rid, watch, watch_or_fail
+from mldeploy.plugins.kubernetes._replace import roll
+from mldeploy.plugins.kubernetes.config import KubernetesConfig
+from mldeploy.plugins.kubernetes.errors import scrub
+from mldeploy.target import Status
+from mldeploy.transaction import Transaction
 
-if TYPE_CHECKING:
-    from mldeploy.plugins.kubernetes.target import KubernetesTarget as _Base
-else:
-    _Base = object
+Say = Callable[..., None]
 
 
 def replicas_for(stable: int, weight: float) -> int:
@@ -76,133 +78,119 @@ def canary_report(name: str, stable: Mapping[str, Any],
     return out
 
 
-class TrafficMixin(_Base):
-    def canary_replicas(self, stable: Mapping[str, Any], weight: float | None = None) -> int:
-        """Canary pods for ``weight`` against the stable Deployment's desired size (the HPA's
-        count, not the pods of a rollout in flight)."""
-        count = int(stable["spec"].get("replicas", 1))
-        return replicas_for(count, self.config.canary_weight if weight is None else weight)
+def canary_replicas(config: KubernetesConfig, stable: Mapping[str, Any],
+                    weight: float | None = None) -> int:
+    """Canary pods for ``weight`` against the stable Deployment's desired size (the HPA's
+    count, not the pods of a rollout in flight)."""
+    count = int(stable["spec"].get("replicas", 1))
+    return replicas_for(count, config.canary_weight if weight is None else weight)
 
-    def canary_manifest(self, name: str, namespace: str, model: mf.Model,
-                        stable: Mapping[str, Any]) -> dict[str, Any]:
-        """The canary Deployment ``add`` creates, sized for ``canary_weight`` of the stable
-        Deployment's pods, the weight recorded in an annotation."""
-        canary = mf.deployment(self.config, name, namespace, model, variant=mf.CANARY,
-                               replicas=self.canary_replicas(stable))
-        canary["metadata"]["annotations"][mf.CANARY_WEIGHT] = f"{self.config.canary_weight:g}"
-        _checks.check([canary])
-        return canary
 
-    def add(self, name: str, model_uri: str, *, wait: bool = True,
-            timeout: float | None = None) -> Deployment:
-        self.restart_clock()
-        kube = self.kube()
-        with self._guard(f"add to {name}", name):
-            stable = self._ours(kube, name)
-            cname = mf.deployment_name(name, mf.CANARY)
-            if kube.get("Deployment", cname) is not None:
-                raise UsageError(f"{name!r} already has a canary",
-                                 hint="promote or drop it first: mldeploy traffic -w "
-                                      "canary=1 (promote) or canary=0 (drop)")
-            model = self._model(name, model_uri, build=True)
-            canary = self.canary_manifest(name, kube.namespace, model, stable)
-            ledger = Ledger(kube)
-            try:
-                ledger.create(canary)
-            except (ApiError, Unreachable) as exc:
-                raise translate(exc, f"add to {name}") from None
-            self._say(f"created canary {rid('Deployment', kube.namespace, cname)} with "
-                      f"{canary['spec']['replicas']} pods", Status.UPDATING)
-            if wait:
-                watch_or_undo(kube, cname, ledger, self.config, timeout=timeout, say=self._say,
-                              failed=f"canary of {name!r} failed",
-                              hint="the canary was removed; the stable model serves all traffic")
-            return self.get(name)
+def canary_manifest(config: KubernetesConfig, name: str, namespace: str, model: mf.Model,
+                    stable: Mapping[str, Any]) -> dict[str, Any]:
+    """The canary Deployment ``add`` creates, sized for ``canary_weight`` of the stable
+    Deployment's pods, the weight recorded in an annotation."""
+    canary = mf.deployment(config, name, namespace, model, variant=mf.CANARY,
+                           replicas=canary_replicas(config, stable))
+    canary["metadata"]["annotations"][mf.CANARY_WEIGHT] = f"{config.canary_weight:g}"
+    _checks.check([canary])
+    return canary
 
-    def traffic(self, name: str, weights: Mapping[str, float], *, wait: bool = True,
-                timeout: float | None = None) -> Deployment:
-        self.restart_clock()
-        kube = self.kube()
-        with self._guard(f"traffic {name}", name):
-            stable = self._ours(kube, name)
-            canary = kube.get("Deployment", mf.deployment_name(name, mf.CANARY))
-            known = {mf.STABLE, mf.CANARY} if canary is not None else {mf.STABLE}
-            unknown = sorted(set(weights) - known)
-            if unknown:
-                raise UsageError(f"{name!r} has no variant {unknown[0]!r}",
-                                 hint=f"variants: {', '.join(sorted(known))}")
-            w = {k: float(v) for k, v in weights.items()}
-            if any(v < 0 for v in w.values()):
-                raise UsageError("traffic weights cannot be negative")
-            if canary is None:
-                return self.get(name)
-            current = self.get(name).variants
-            share = {v.name: v.weight for v in current}
-            s, c = w.get(mf.STABLE, share[mf.STABLE]), w.get(mf.CANARY, share[mf.CANARY])
-            if s + c <= 0:
-                raise UsageError("traffic weights add up to 0", hint="give one variant weight")
-            fraction = c / (s + c)
-            cname = canary["metadata"]["name"]
-            if fraction == 0:
-                kube.delete("Deployment", cname)
-                self._say(f"dropped canary {cname}", Status.READY)
-            elif fraction == 1:
-                self._promote(kube, name, stable, canary, wait=wait, timeout=timeout)
-            else:
-                n = self.canary_replicas(stable, fraction)
-                kube.patch("Deployment", cname, {
-                    "metadata": {"annotations": {mf.CANARY_WEIGHT: f"{fraction:g}"}},
-                    "spec": {"replicas": n}})
-                self._say(f"canary {cname} scaled to {n} pods for {fraction:.0%} of the "
-                          f"traffic; the autoscaler scales only {name}, so re-run traffic "
-                          "after it does", Status.UPDATING)
-                if wait:
-                    watch(kube, cname, timeout=timeout or self.config.timeout_seconds,
-                          poll=self.config.poll_interval_seconds, log_lines=0, say=self._say)
-            return self.get(name)
 
-    def _promote(self, kube: Any, name: str, stable: dict[str, Any], canary: dict[str, Any], *,
-                 wait: bool, timeout: float | None) -> None:
-        """The stable Deployment takes the canary's pod template (a watched rollout with
-        rollback), keeping its own labels, annotations and rollout settings; then the canary
-        goes."""
-        step = _converge.step("Deployment", name, stable, promoted(stable, canary))
-        self.roll(kube, name, step, wait=wait, timeout=timeout)
-        kube.delete("Deployment", canary["metadata"]["name"])
-        self._say(f"promoted the canary of {name}", Status.READY)
+def refuse_second_canary(kube: Kube, name: str) -> None:
+    if kube.get("Deployment", mf.deployment_name(name, mf.CANARY)) is not None:
+        raise UsageError(f"{name!r} already has a canary",
+                         hint="promote or drop it first: mldeploy traffic -w "
+                              "canary=1 (promote) or canary=0 (drop)")
 
-    # -- invoke -------------------------------------------------------------------------------
 
-    def invoke(self, name: str, data: Any, *, content_type: str | None = None,
-               variant: str | None = None) -> Prediction:
-        kube = self.kube()
-        body, ctype = encode_payload(data, content_type)
-        with self._guard(f"invoke {name}", name):
-            svc = kube.get("Service", name)
-            if svc is None or (svc["metadata"].get("labels") or {}).get(
-                    mf.MANAGED_BY) != "mldeploy":
-                self._ours(kube, name)  # raises DeploymentNotFoundError
-            if variant is None:
-                status, raw, rtype = kube.proxy("Service", name, "http", "invocations", body,
-                                                content_type=ctype)
-            else:
-                status, raw, rtype = kube.proxy("Pod", self._pod(kube, name, variant), "8080",
-                                                "invocations", body, content_type=ctype)
-        if status >= 400:
-            raise _invocation_error(name, status, raw)
-        return Prediction.from_response(raw, rtype, variant=variant)
+def add_canary(kube: Kube, config: KubernetesConfig, name: str, stable: Mapping[str, Any],
+               model: mf.Model, *, tx: Transaction, say: Say) -> None:
+    """Create the canary Deployment in ``tx`` and (``tx.wait``) watch its rollout."""
+    canary = canary_manifest(config, name, kube.namespace, model, stable)
+    cname = canary["metadata"]["name"]
+    tx.hint = "the canary was removed; the stable model serves all traffic"
+    _ops.create(tx, kube, canary)
+    say(f"created canary {rid('Deployment', kube.namespace, cname)} with "
+        f"{canary['spec']['replicas']} pods", Status.UPDATING)
+    if tx.wait:
+        watch_or_fail(kube, cname, config, timeout=tx.timeout, say=say)
 
-    def _pod(self, kube: Any, name: str, variant: str) -> str:
-        if variant not in (mf.STABLE, mf.CANARY):
-            raise InvocationError(f"{name!r} has no variant {variant!r}", status=400,
-                                  hint="variants: stable, canary")
-        pods = [p for p in kube.list("Pod", mf.selector(name, variant)) if any(
-            c.get("type") == "Ready" and c.get("status") == "True"
-            for c in (p.get("status") or {}).get("conditions") or [])]
-        if not pods:
-            raise InvocationError(f"no ready pod of variant {variant!r} of {name!r}", status=503,
-                                  hint="mldeploy get shows the rollout")
-        return sorted(p["metadata"]["name"] for p in pods)[0]
+
+def set_traffic(kube: Kube, config: KubernetesConfig, name: str, weights: Mapping[str, float],
+                *, stable: dict[str, Any], canary: dict[str, Any] | None,
+                share: Mapping[str, float], wait: bool, timeout: float, say: Say) -> None:
+    """Rescale, promote (weight 1) or drop (weight 0) the canary of ``name``; ``share`` is
+    each variant's current share of the pods."""
+    known = {mf.STABLE, mf.CANARY} if canary is not None else {mf.STABLE}
+    unknown = sorted(set(weights) - known)
+    if unknown:
+        raise UsageError(f"{name!r} has no variant {unknown[0]!r}",
+                         hint=f"variants: {', '.join(sorted(known))}")
+    w = {k: float(v) for k, v in weights.items()}
+    if any(v < 0 for v in w.values()):
+        raise UsageError("traffic weights cannot be negative")
+    if canary is None:
+        return
+    s, c = w.get(mf.STABLE, share[mf.STABLE]), w.get(mf.CANARY, share[mf.CANARY])
+    if s + c <= 0:
+        raise UsageError("traffic weights add up to 0", hint="give one variant weight")
+    fraction = c / (s + c)
+    cname = canary["metadata"]["name"]
+    if fraction == 0:
+        kube.delete("Deployment", cname)
+        say(f"dropped canary {cname}", Status.READY)
+    elif fraction == 1:
+        promote(kube, config, name, stable, canary, wait=wait, timeout=timeout, say=say)
+    else:
+        n = canary_replicas(config, stable, fraction)
+        kube.patch("Deployment", cname, {
+            "metadata": {"annotations": {mf.CANARY_WEIGHT: f"{fraction:g}"}},
+            "spec": {"replicas": n}})
+        say(f"canary {cname} scaled to {n} pods for {fraction:.0%} of the "
+            f"traffic; the autoscaler scales only {name}, so re-run traffic "
+            "after it does", Status.UPDATING)
+        if wait:
+            watch(kube, cname, timeout=timeout or config.timeout_seconds,
+                  poll=config.poll_interval_seconds, log_lines=0, say=say)
+
+
+def promote(kube: Kube, config: KubernetesConfig, name: str, stable: dict[str, Any],
+            canary: dict[str, Any], *, wait: bool, timeout: float, say: Say) -> None:
+    """The stable Deployment takes the canary's pod template (a watched rollout with
+    rollback), keeping its own labels, annotations and rollout settings; then the canary
+    goes."""
+    step = _converge.step("Deployment", name, stable, promoted(stable, canary))
+    tx = Transaction("kubernetes", "promotion", name, wait=wait, timeout=timeout, existed=True)
+    roll(kube, config, name, step, tx=tx, say=say)
+    kube.delete("Deployment", canary["metadata"]["name"])
+    say(f"promoted the canary of {name}", Status.READY)
+
+
+# -- invoke -----------------------------------------------------------------------------------
+
+
+def send(kube: Kube, name: str, body: bytes, ctype: str,
+         variant: str | None) -> tuple[int, bytes, str | None]:
+    """POST ``body`` to ``/invocations`` through the Service's proxy (or one ready pod's of
+    ``variant``): ``(status, body, content type)``."""
+    if variant is None:
+        return kube.proxy("Service", name, "http", "invocations", body, content_type=ctype)
+    return kube.proxy("Pod", ready_pod(kube, name, variant), "8080", "invocations", body,
+                      content_type=ctype)
+
+
+def ready_pod(kube: Kube, name: str, variant: str) -> str:
+    if variant not in (mf.STABLE, mf.CANARY):
+        raise InvocationError(f"{name!r} has no variant {variant!r}", status=400,
+                              hint="variants: stable, canary")
+    pods = [p for p in kube.list("Pod", mf.selector(name, variant)) if any(
+        c.get("type") == "Ready" and c.get("status") == "True"
+        for c in (p.get("status") or {}).get("conditions") or [])]
+    if not pods:
+        raise InvocationError(f"no ready pod of variant {variant!r} of {name!r}", status=503,
+                              hint="mldeploy get shows the rollout")
+    return sorted(p["metadata"]["name"] for p in pods)[0]
 
 
 def _invocation_error(name: str, status: int, raw: bytes) -> InvocationError:
@@ -220,4 +208,6 @@ def _invocation_error(name: str, status: int, raw: bytes) -> InvocationError:
                             hint="kubectl logs -l app.kubernetes.io/instance=" + name)
 
 
-__all__ = ["TrafficMixin", "canary_report", "promoted", "replicas_for"]
+__all__ = ["add_canary", "canary_manifest", "canary_replicas", "canary_report", "promote",
+           "promoted", "ready_pod", "refuse_second_canary", "replicas_for", "send",
+           "set_traffic"]

@@ -1,9 +1,9 @@
-"""The Kubernetes target: orchestration only (objects are built in ``manifests``, checked in
-``_checks``, sent by ``_client``; rollouts are judged in ``_rollout``; errors translated in
-``errors``).
+"""The Kubernetes target: the hooks the core calls (objects are built in ``manifests``, checked
+in ``_checks``, sent by ``_client``; rollouts are judged in ``_rollout``; replace and canaries
+are functions in ``_replace`` and ``_traffic``; errors translated in ``errors``).
 
-- ``create`` makes the Deployment, PDB, HPA and Service (a ledger: all removed again if the
-  rollout fails or times out);
+- ``create`` makes the Deployment, PDB, HPA and Service (each recorded in the core's
+  transaction: all removed again if the rollout fails, times out or is interrupted);
 - ``replace`` converges every object to the config (``_replace``: the PDB/HPA/Service updated,
   created or deleted, the Deployment patched and its rollout watched) and on failure restores
   them all;
@@ -22,26 +22,30 @@ from mldeploy.errors import (
     DeploymentNotFoundError,
     UsageError,
 )
-from mldeploy.plugins.kubernetes import _checks, _images, _rollout
+from mldeploy.plugins.kubernetes import _checks, _images, _ops, _rollout
+from mldeploy.plugins.kubernetes import _replace as rp
+from mldeploy.plugins.kubernetes import _traffic as tr
 from mldeploy.plugins.kubernetes import manifests as mf
 from mldeploy.plugins.kubernetes._client import Clients, Kube, connect
-from mldeploy.plugins.kubernetes._ops import Ledger, rid, watch_or_undo
-from mldeploy.plugins.kubernetes._replace import ReplaceMixin
-from mldeploy.plugins.kubernetes._traffic import TrafficMixin, canary_report
+from mldeploy.plugins.kubernetes._ops import rid
 from mldeploy.plugins.kubernetes.config import DNS_1035, KubernetesConfig, Output
-from mldeploy.plugins.kubernetes.errors import ApiError, Unreachable, kube_errors, translate
+from mldeploy.plugins.kubernetes.errors import kube_errors
 from mldeploy.target import (
     Action,
+    Capability,
     Change,
     Deletion,
     Deployment,
     DeployMode,
+    NameRule,
     Plan,
+    Prediction,
     Resource,
     Status,
     Target,
     Variant,
 )
+from mldeploy.transaction import Transaction
 
 KINDS = ("Deployment", "PodDisruptionBudget", "HorizontalPodAutoscaler", "Service")
 MAX_NAME = 56  # NAME-canary must stay a valid label value
@@ -51,18 +55,24 @@ MAX_NAME = 56  # NAME-canary must stay a valid label value
 KubernetesPlan = Plan
 
 
+NAME_RULE = NameRule(
+    pattern=DNS_1035.pattern.removeprefix("^").removesuffix("$"), max_length=MAX_NAME,
+    hint=f"a letter, then lowercase letters, digits and '-', at most {MAX_NAME} (it names the "
+         "Service, a DNS label)",
+    what="deployment name on Kubernetes")
+
+
 def check_name(name: str) -> str:
-    if not (DNS_1035.match(name) and len(name) <= MAX_NAME):
-        raise UsageError(f"deployment name {name!r} is not valid on Kubernetes",
-                         hint=f"a letter, then lowercase letters, digits and '-', at most "
-                              f"{MAX_NAME} (it names the Service, a DNS label)")
-    return name
+    return NAME_RULE.check("kubernetes", name)
 
 
-class KubernetesTarget(ReplaceMixin, TrafficMixin, Target):
+class KubernetesTarget(Target):
     name = "kubernetes"
     config_class = KubernetesConfig
     config: KubernetesConfig
+    capabilities = frozenset({Capability.ADD, Capability.TRAFFIC, Capability.NO_WAIT,
+                              Capability.VARIANT_INVOKE})
+    name_rule = NAME_RULE
 
     # -- connection ---------------------------------------------------------------------------
 
@@ -100,32 +110,22 @@ class KubernetesTarget(ReplaceMixin, TrafficMixin, Target):
         builder = (self._clients().build_image or _images.docker_builder) if build else None
         return _images.resolve(self.config, name, model_uri, build=builder, log=self._say)
 
-    def create(self, name: str, model_uri: str, *, wait: bool = True,
-               timeout: float | None = None) -> Deployment:
-        check_name(name)
-        self.restart_clock()
+    def _create(self, tx: Transaction, model_uri: str) -> Deployment:
+        name = tx.name
         kube = self.kube()
         with self._guard(f"create {name}"):
             self._refuse_existing(kube, name)
             model = self._model(name, model_uri, build=True)
             objs = mf.create_set(self.config, name, kube.namespace, model)
             _checks.check(objs)
-            ledger = Ledger(kube)
-            try:
-                for obj in objs:
-                    ledger.create(obj)
-                    self._say(f"created {rid(obj['kind'], kube.namespace, name)}",
-                              Status.CREATING)
-            except (ApiError, Unreachable) as exc:
-                ledger.undo()
-                raise translate(exc, f"create {name}") from None
-            if wait:
-                watch_or_undo(kube, name, ledger, self.config, timeout=timeout, say=self._say,
-                              failed=f"deployment {name!r} failed",
-                              hint="everything this run created was removed")
-            self._say(f"{name} is ready" if wait else f"{name} is rolling out",
-                      Status.READY if wait else Status.CREATING)
-            return self.get(name)
+            for obj in objs:
+                _ops.create(tx, kube, obj)
+                self._say(f"created {rid(obj['kind'], kube.namespace, name)}", Status.CREATING)
+            if tx.wait:
+                _ops.watch_or_fail(kube, name, self.config, timeout=tx.timeout, say=self._say)
+            self._say(f"{name} is ready" if tx.wait else f"{name} is rolling out",
+                      Status.READY if tx.wait else Status.CREATING)
+            return self._get(name)
 
     def _refuse_existing(self, kube: Kube, name: str) -> None:
         for kind in KINDS:
@@ -140,17 +140,48 @@ class KubernetesTarget(ReplaceMixin, TrafficMixin, Target):
 
     # -- replace --------------------------------------------------------------------------------
 
-    def replace(self, name: str, model_uri: str, *, wait: bool = True,
-                timeout: float | None = None) -> Deployment:
-        check_name(name)
-        self.restart_clock()
+    def _replace(self, tx: Transaction, model_uri: str) -> Deployment:
+        name = tx.name
         kube = self.kube()
         with self._guard(f"replace {name}", name):
             stable = self._ours(kube, name)
             model = self._model(name, model_uri, build=True)
-            self.converge(kube, name, self.replace_steps(kube, name, stable, model), wait=wait,
-                          timeout=timeout)
-            return self.get(name)
+            steps = rp.replace_steps(kube, self.config, name, stable, model)
+            rp.converge(kube, self.config, name, steps, tx=tx, say=self._say)
+            return self._get(name)
+
+    def _add(self, tx: Transaction, model_uri: str) -> Deployment:
+        name = tx.name
+        kube = self.kube()
+        with self._guard(f"add to {name}", name):
+            stable = self._ours(kube, name)
+            tr.refuse_second_canary(kube, name)
+            model = self._model(name, model_uri, build=True)
+            tr.add_canary(kube, self.config, name, stable, model, tx=tx, say=self._say)
+            return self._get(name)
+
+    def _traffic(self, name: str, weights: dict[str, float], *, wait: bool,
+                 timeout: float) -> Deployment:
+        kube = self.kube()
+        with self._guard(f"traffic {name}", name):
+            stable = self._ours(kube, name)
+            canary = kube.get("Deployment", mf.deployment_name(name, mf.CANARY))
+            share = {v.name: v.weight for v in self._describe(kube, name, stable, canary).variants}
+            tr.set_traffic(kube, self.config, name, weights, stable=stable, canary=canary,
+                           share=share, wait=wait, timeout=timeout, say=self._say)
+            return self._get(name)
+
+    def _invoke(self, name: str, body: bytes, ctype: str, variant: str | None) -> Prediction:
+        kube = self.kube()
+        with self._guard(f"invoke {name}", name):
+            svc = kube.get("Service", name)
+            if svc is None or (svc["metadata"].get("labels") or {}).get(
+                    mf.MANAGED_BY) != "mldeploy":
+                self._ours(kube, name)  # raises DeploymentNotFoundError
+            status, raw, rtype = tr.send(kube, name, body, ctype, variant)
+        if status >= 400:
+            raise tr._invocation_error(name, status, raw)
+        return Prediction.from_response(raw, rtype, variant=variant)
 
     def _ours(self, kube: Kube, name: str, variant: str = mf.STABLE) -> dict[str, Any]:
         dep = kube.get("Deployment", mf.deployment_name(name, variant))
@@ -162,7 +193,7 @@ class KubernetesTarget(ReplaceMixin, TrafficMixin, Target):
 
     # -- delete / get / list ------------------------------------------------------------------
 
-    def delete(self, name: str, *, wait: bool = True, timeout: float | None = None) -> Deletion:
+    def _delete(self, name: str, *, wait: bool, timeout: float) -> Deletion:
         kube = self.kube()
         with self._guard(f"delete {name}"):
             found = [(kind, o["metadata"]["name"]) for kind in reversed(KINDS)
@@ -172,12 +203,12 @@ class KubernetesTarget(ReplaceMixin, TrafficMixin, Target):
                 if kube.delete(kind, obj_name):  # False: gone meanwhile (404), nothing to do
                     removed.append(Resource(kind.lower(), rid(kind, kube.namespace, obj_name)))
             if wait:
-                until = time.monotonic() + (timeout or self.config.timeout_seconds)
+                until = time.monotonic() + timeout
                 while kube.list("Deployment", mf.selector(name)) and time.monotonic() < until:
                     time.sleep(self.config.poll_interval_seconds)
             return Deletion(name, self.name, existed=bool(found), removed=tuple(removed))
 
-    def get(self, name: str) -> Deployment:
+    def _get(self, name: str) -> Deployment:
         kube = self.kube()
         with self._guard(f"get {name}", name):
             stable = self._ours(kube, name)
@@ -207,7 +238,7 @@ class KubernetesTarget(ReplaceMixin, TrafficMixin, Target):
             host = ingress[0].get("hostname") or ingress[0].get("ip")
             url = f"http://{host}:{svc['spec']['ports'][0]['port']}/invocations"  # type: ignore
         template = stable["spec"]["template"]
-        extra = {"canary": canary_report(name, stable, canary)} if canary is not None else {}
+        extra = {"canary": tr.canary_report(name, stable, canary)} if canary is not None else {}
         return Deployment(
             name, self.name, status, url=url, model_uri=variants[0].model_uri,
             resources=tuple(resources), variants=variants,
@@ -218,7 +249,7 @@ class KubernetesTarget(ReplaceMixin, TrafficMixin, Target):
                      "proxy": f"{kube.path('Service', name + ':http', 'proxy/invocations')}",
                      **extra})
 
-    def list(self) -> list[Deployment]:
+    def _list(self) -> list[Deployment]:
         kube = self.kube()
         with self._guard("list deployments"):
             stables = kube.list("Deployment", {mf.MANAGED_BY: "mldeploy", mf.VARIANT: mf.STABLE})
@@ -231,10 +262,9 @@ class KubernetesTarget(ReplaceMixin, TrafficMixin, Target):
 
     # -- plan ---------------------------------------------------------------------------------
 
-    def plan(self, mode: DeployMode, name: str, model_uri: str) -> KubernetesPlan:
+    def _plan(self, mode: DeployMode, name: str, model_uri: str) -> KubernetesPlan:
         """The dry run. ``create`` works offline too (no kubeconfig: GitOps use) — then the
         namespace is the location's, the config's or ``default``, and existence is not checked."""
-        check_name(name)
         try:
             kube: Kube | None = self.kube()
         except UsageError:
@@ -258,11 +288,11 @@ class KubernetesTarget(ReplaceMixin, TrafficMixin, Target):
             assert kube is not None
             stable = self._ours(kube, name)
             if mode is DeployMode.REPLACE:
-                steps = self.replace_steps(kube, name, stable, model)
+                steps = rp.replace_steps(kube, self.config, name, stable, model)
                 desired = mf.create_set(self.config, name, ns, model)
                 return KubernetesPlan(self.name, name, mode, tuple(s.change(ns) for s in steps),
                                       tuple(desired))
-            canary = self.canary_manifest(name, ns, model, stable)
+            canary = tr.canary_manifest(self.config, name, ns, model, stable)
             change = Change(Action.CREATE, Resource("deployment", rid(
                 "Deployment", ns, canary["metadata"]["name"])), f"canary: {model.version}")
             return KubernetesPlan(self.name, name, mode, (change,), (canary,))

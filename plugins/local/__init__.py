@@ -1,13 +1,35 @@
 """The local target (``mldeploy deploy --target local``): endpoints on the local Docker engine.
 
-Files, as in every target: ``target.py`` orchestration, ``config.py`` the typed config,
-``_client.py`` the Docker engine calls, ``_resources.py`` names and labels, ``errors.py`` SDK
-errors -> mldeploy errors; and for this target ``_rollout.py`` (deploy steps and their undo
-ledger), ``_state.py`` (state files), ``gateway.py`` with ``_http.py``, ``_upstream.py`` and
-``_wire.py`` (the gateway process) and ``_gateway_ctl.py`` (starting and steering it).
-Importing this package imports neither the docker SDK nor anything else heavy.
+Files, as in every target (``plugins/README.md``): ``target.py`` the hooks the core calls,
+``config.py`` the typed config, ``_client.py`` the Docker engine calls, ``_resources.py`` names
+and labels (pure), ``errors.py`` SDK errors -> mldeploy errors, ``testing/`` its test kit; and
+for this target ``_steps.py`` (the deploy steps, each recorded in the core's transaction),
+``_state.py`` (state files), ``gateway.py`` with ``_http.py``, ``_upstream.py`` and ``_wire.py``
+(the gateway process) and ``_gateway_ctl.py`` (starting and steering it). The docker SDK is
+imported on first use.
 """
 
-from mldeploy.plugins.local.target import LocalTarget
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mldeploy.plugins.local.target import LocalTarget
+
+# What the target's extra installs: checked when the target is first asked for, so the registry
+# can name the extra; importing this package imports nothing else.
+NEEDS: tuple[str, ...] = ()
 
 __all__ = ["LocalTarget"]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in __all__:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+    import importlib.util
+
+    for dep in NEEDS:
+        if importlib.util.find_spec(dep) is None:
+            raise ImportError(f"the local target needs {dep}", name=dep)
+    return getattr(importlib.import_module(f"{__name__}.target"), name)

@@ -1,12 +1,14 @@
-"""The local target: orchestration only (Docker calls in ``_client``, the deploy steps and their
-ledger in ``_rollout``, state files in ``_state``, the gateway process in ``gateway``).
+"""The local target: the hooks the core calls (Docker calls in ``_client``, the deploy steps in
+``_steps``, state files in ``_state``, the gateway process in ``gateway``).
 
 An endpoint is one container per variant behind its gateway on 127.0.0.1. ``replace`` is
 blue/green: start the new container, wait for its ``/ping``, switch the gateway's routes, drain
 and stop the old one; if the new one never gets healthy the old one keeps serving and the new one
 is removed, with its log tail in the error. Every verb that changes an endpoint holds its lock.
-The verbs always wait (``wait=False`` is accepted and ignored): blue/green needs the new
-container's ``/ping`` before the switch; ``timeout`` bounds that wait per container.
+The verbs always wait (the target does not declare ``no-wait``, so the core turns
+``wait=False`` into a wait and says so): blue/green needs the new container's ``/ping`` before
+the switch; ``timeout`` bounds that wait per container. Create / replace / add run in the
+core's transaction: a failed or interrupted run removes exactly what it made.
 """
 
 from __future__ import annotations
@@ -19,39 +21,47 @@ from typing import Any
 
 from mldeploy.errors import (
     DeploymentExistsError,
-    DeploymentFailedError,
     DeploymentNotFoundError,
     MldeployError,
     TargetError,
     UsageError,
 )
 from mldeploy.plugins.local import _gateway_ctl as gw
-from mldeploy.plugins.local import _rollout as ro
+from mldeploy.plugins.local import _steps as ro
 from mldeploy.plugins.local._client import ContainerInfo, Engine, engine_from
 from mldeploy.plugins.local._resources import endpoint_filter, home_id, image_tag
 from mldeploy.plugins.local._state import EndpointState, StateStore
-from mldeploy.plugins.local.config import DEFAULT_VARIANT, LocalConfig, check_name
+from mldeploy.plugins.local.config import DEFAULT_VARIANT, NAME_RE, LocalConfig
 from mldeploy.plugins.local.errors import invocation_error
 from mldeploy.target import (
     Action,
+    Capability,
     Change,
     Deletion,
     Deployment,
     DeployMode,
+    NameRule,
     Plan,
     Prediction,
     Resource,
     Status,
     Target,
     Variant,
-    encode_payload,
 )
+from mldeploy.transaction import Transaction
 
 
 class LocalTarget(Target):
     name = "local"
     config_class = LocalConfig
     config: LocalConfig
+    # no NO_WAIT: blue/green needs the new container's /ping before the switch
+    capabilities = frozenset({Capability.ADD, Capability.TRAFFIC, Capability.VARIANT_INVOKE})
+    name_rule = NameRule(
+        pattern=NAME_RE.pattern.removeprefix("^").removesuffix("$"), max_length=63,
+        hint="letters, digits and hyphens, starting with a letter or digit, at most 63 "
+             "characters", what="local endpoint name")
+    timeout_setting = "startup_timeout"  # bounds the wait for each new container's /ping
 
     def __init__(self, config: Any = None, **kwargs: Any) -> None:
         super().__init__(config, **kwargs)
@@ -76,7 +86,7 @@ class LocalTarget(Target):
                 self._held.discard(name)
 
     def _load(self, name: str) -> EndpointState:
-        state = self.store.load(check_name(name))
+        state = self.store.load(name)
         if state is None:
             raise DeploymentNotFoundError(f"no local endpoint named {name!r}",
                                           hint="mldeploy list --target local shows them")
@@ -87,10 +97,9 @@ class LocalTarget(Target):
 
     # -- create / replace / add ---------------------------------------------------------------
 
-    def create(self, name: str, model_uri: str, *, wait: bool = True,
-               timeout: float | None = None) -> Deployment:
-        self.restart_clock()
-        with self._locked(check_name(name)):
+    def _create(self, tx: Transaction, model_uri: str) -> Deployment:
+        name = tx.name
+        with self._locked(name):
             if self.store.load(name) is not None:
                 raise DeploymentExistsError(f"local endpoint {name!r} already exists",
                                             hint="use --mode replace to change its model")
@@ -101,14 +110,13 @@ class LocalTarget(Target):
             c = self.config
             state = EndpointState(name=name, host=c.host, port=c.port, generation=1,
                                   upstream_timeout=c.upstream_timeout)
-            self._deploy("create", state, None, c.variant_name or DEFAULT_VARIANT, model_uri,
-                         1.0, (), timeout)
+            self._deploy(tx, state, None, c.variant_name or DEFAULT_VARIANT, model_uri,
+                         1.0, ())
         return self.get(name)
 
-    def replace(self, name: str, model_uri: str, *, wait: bool = True,
-                timeout: float | None = None) -> Deployment:
-        self.restart_clock()
-        with self._locked(check_name(name)):
+    def _replace(self, tx: Transaction, model_uri: str) -> Deployment:
+        name = tx.name
+        with self._locked(name):
             old = self._load(name)
             wanted = self.config.variant_name
             if wanted is not None and old.variant(wanted) is None:
@@ -122,14 +130,13 @@ class LocalTarget(Target):
             self.progress(f"replacing {', '.join(v.name for v in replaced) or 'nothing'} "
                           f"of {name}", Status.UPDATING)
             kept = tuple(v for v in old.variants if v not in replaced)
-            self._deploy("replace", old, old, vname, model_uri, weight, kept, timeout,
+            self._deploy(tx, old, old, vname, model_uri, weight, kept,
                          retire=[v.container for v in replaced])
         return self.get(name)
 
-    def add(self, name: str, model_uri: str, *, wait: bool = True,
-            timeout: float | None = None) -> Deployment:
-        self.restart_clock()
-        with self._locked(check_name(name)):
+    def _add(self, tx: Transaction, model_uri: str) -> Deployment:
+        name = tx.name
+        with self._locked(name):
             old = self._load(name)
             taken = {v.name for v in old.variants}
             vname = self.config.variant_name or next(
@@ -141,68 +148,38 @@ class LocalTarget(Target):
                                       "its model, or pick another -C variant_name")
             self.progress(f"adding variant {vname} to {name} with weight "
                           f"{self.config.weight:g}", Status.UPDATING)
-            self._deploy("add", old, old, vname, model_uri, self.config.weight, old.variants,
-                         timeout)
+            self._deploy(tx, old, old, vname, model_uri, self.config.weight, old.variants)
         return self.get(name)
 
-    def _deploy(self, verb: str, base: EndpointState, old: EndpointState | None, vname: str,
-                model_uri: str, weight: float, kept: tuple[Any, ...], timeout: float | None,
+    def _deploy(self, tx: Transaction, base: EndpointState, old: EndpointState | None,
+                vname: str, model_uri: str, weight: float, kept: tuple[Any, ...],
                 retire: list[str] | None = None) -> None:
-        """Start ``vname`` serving ``model_uri``, then route to it together with ``kept``."""
+        """Start ``vname`` serving ``model_uri``, then route to it together with ``kept``; each
+        container, state file and gateway is recorded in ``tx`` as it is made."""
         c = self.config
-        ledger = ro.Ledger()
-        try:
-            image = ro.ensure_image(self.engine, c, model_uri, self._say)
-            lim = ro.limits(c, base.limits)
-            new_variant = ro.start_variant(
-                self.engine, c, home=self.home, endpoint=base.name, variant=vname,
-                model_uri=model_uri, weight=weight, image=image, lim=lim, ledger=ledger,
-                timeout=timeout or c.startup_timeout, say=self._say,
-                log_dir=self.store.log_dir(base.name))
-            order = [v.name for v in (old.variants if old else ())]
-            variants = sorted((*kept, new_variant),
-                              key=lambda v: order.index(v.name) if v.name in order else 1 << 30)
-            new = dataclasses.replace(base, generation=base.generation + (old is not None),
-                                      variants=tuple(variants), limits=lim)
-            new = ro.switch(self.store, old, new, ledger, self._say)
-        except BaseException as exc:
-            raise self._failed(verb, base.name, exc, ledger, old) from None
+        image = ro.ensure_image(self.engine, c, model_uri, self._say)
+        lim = ro.limits(c, base.limits)
+        new_variant = ro.start_variant(
+            self.engine, c, home=self.home, endpoint=base.name, variant=vname,
+            model_uri=model_uri, weight=weight, image=image, lim=lim, tx=tx,
+            timeout=tx.timeout, say=self._say, log_dir=self.store.log_dir(base.name))
+        order = [v.name for v in (old.variants if old else ())]
+        variants = sorted((*kept, new_variant),
+                          key=lambda v: order.index(v.name) if v.name in order else 1 << 30)
+        new = dataclasses.replace(base, generation=base.generation + (old is not None),
+                                  variants=tuple(variants), limits=lim)
+        new = ro.switch(self.store, old, new, tx, self._say)
         failed = ro.retire(self.engine, new, list(retire or []), drain=c.drain_timeout,
                            stop_timeout=c.stop_timeout, say=self._say)
         if failed:
             self._say(f"left running: {', '.join(failed)} (mldeploy delete removes them)")
         self.progress(f"{base.name} is ready at {new.url}", Status.READY)
 
-    def _failed(self, verb: str, name: str, exc: BaseException, ledger: ro.Ledger,
-                old: EndpointState | None) -> BaseException:
-        if ledger.empty and isinstance(exc, MldeployError):
-            return exc  # nothing was made yet (bad config, model URI, image build)
-        cleaned, leftover = ledger.undo(self.engine, self.store, name)
-        if not isinstance(exc, Exception):
-            return exc  # KeyboardInterrupt / SystemExit, after the cleanup
-        if isinstance(exc, ro.StartFailed):
-            reason = f"the new container {exc.container} did not become healthy: {exc.reason}"
-            if exc.logs:
-                reason += f"\n--- last lines of its log ---\n{exc.logs}"
-            if exc.saved:
-                reason += f"\n(its whole log: {exc.saved})"
-        elif isinstance(exc, MldeployError):
-            reason = exc.message
-        else:
-            reason = f"unexpected {type(exc).__name__}: {exc}"
-        keep = (f"{name} keeps serving its previous model" if old is not None
-                else "nothing is left running")
-        if leftover:
-            keep = f"remove by hand: {', '.join(leftover)}"
-        return DeploymentFailedError(f"{verb} {name} failed: {reason}", hint=keep,
-                                     cleaned=cleaned, leftover=leftover,
-                                     cause=exc if isinstance(exc, MldeployError) else None)
-
     # -- traffic / delete -------------------------------------------------------------------------
 
-    def traffic(self, name: str, weights: Mapping[str, float], *, wait: bool = True,
-                timeout: float | None = None) -> Deployment:
-        with self._locked(check_name(name)):
+    def _traffic(self, name: str, weights: Mapping[str, float], *, wait: bool,
+                 timeout: float) -> Deployment:
+        with self._locked(name):
             state = self._load(name)
             unknown = sorted(set(weights) - {v.name for v in state.variants})
             if unknown:
@@ -225,8 +202,7 @@ class LocalTarget(Target):
                 self._say(f"{name} is stopped: the weights apply when it runs again")
         return self.get(name)
 
-    def delete(self, name: str, *, wait: bool = True, timeout: float | None = None) -> Deletion:
-        check_name(name)
+    def _delete(self, name: str, *, wait: bool, timeout: float) -> Deletion:
         with self._locked(name):
             removed: list[Resource] = []
             leftover: list[Resource] = []
@@ -251,11 +227,11 @@ class LocalTarget(Target):
 
     # -- get / list / invoke -----------------------------------------------------------------------
 
-    def get(self, name: str) -> Deployment:
+    def _get(self, name: str) -> Deployment:
         state = self._load(name)
         return self._describe(state, self._containers(name))
 
-    def list(self) -> list[Deployment]:
+    def _list(self) -> list[Deployment]:
         infos = self._containers(None)
         out = []
         for name in self.store.names():
@@ -312,10 +288,8 @@ class LocalTarget(Target):
             variants=tuple(Variant(v.name, v.weight, v.model_uri, 1) for v in state.variants),
             failure_reason=reason, details=details)
 
-    def invoke(self, name: str, data: Any, *, content_type: str | None = None,
-               variant: str | None = None) -> Prediction:
+    def _invoke(self, name: str, body: bytes, ctype: str, variant: str | None) -> Prediction:
         state = self._load(name)
-        body, ctype = encode_payload(data, content_type)
         headers = {"Content-Type": ctype, "Content-Length": str(len(body))}
         if variant:
             headers["X-Amzn-SageMaker-Target-Variant"] = variant
@@ -338,8 +312,8 @@ class LocalTarget(Target):
 
     # -- plan -------------------------------------------------------------------------------------
 
-    def plan(self, mode: DeployMode, name: str, model_uri: str) -> Plan:
-        state = self.store.load(check_name(name))
+    def _plan(self, mode: DeployMode, name: str, model_uri: str) -> Plan:
+        state = self.store.load(name)
         if mode is DeployMode.CREATE and state is not None:
             raise DeploymentExistsError(f"local endpoint {name!r} already exists",
                                         hint="use --mode replace to change its model")

@@ -1,20 +1,34 @@
 """The SageMaker target (``mldeploy deploy --target sagemaker[:/REGION]``).
 
-Files, as in every target: ``target.py`` orchestration, ``config.py`` the typed config,
-``_client.py`` the boto3 calls, ``_resources.py`` names and request bodies, ``errors.py`` SDK
-errors -> mldeploy errors; ``_image.py`` builds and pushes the model's image when no
-``image_uri`` is given, ``_plan.py`` the dry run, ``_cleanup.py`` removal of unused resources,
-``_guard.py`` endpoints mldeploy did not create (refused unless ``-C adopt=true``).
-boto3 itself is imported on first use; its absence is reported here, when the target is asked
-for, so the registry can name the extra to install.
+Files, as in every target (``plugins/README.md``): ``target.py`` the hooks the core calls,
+``config.py`` the typed config, ``_client.py`` the boto3 calls, ``_resources.py`` names and
+request bodies (pure), ``errors.py`` SDK errors -> mldeploy errors; and for this target
+``_image.py`` builds and pushes the model's image when no ``image_uri`` is given, ``_plan.py``
+the dry run, ``_cleanup.py`` removal of unused resources, ``_guard.py`` endpoints mldeploy did
+not create (refused unless ``-C adopt=true``). boto3 itself is imported on first use.
 """
 
-import importlib.util as _util
+from __future__ import annotations
 
-for _dep in ("boto3", "botocore"):
-    if _util.find_spec(_dep) is None:
-        raise ImportError(f"the sagemaker target needs {_dep}", name=_dep)
+from typing import TYPE_CHECKING, Any
 
-from mldeploy.plugins.sagemaker.target import SageMakerTarget  # noqa: E402
+if TYPE_CHECKING:
+    from mldeploy.plugins.sagemaker.target import SageMakerTarget
+
+# What the target's extra installs: checked when the target is first asked for, so the registry
+# can name the extra; importing this package imports nothing else.
+NEEDS: tuple[str, ...] = ("boto3", "botocore")
 
 __all__ = ["SageMakerTarget"]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in __all__:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+    import importlib.util
+
+    for dep in NEEDS:
+        if importlib.util.find_spec(dep) is None:
+            raise ImportError(f"the sagemaker target needs {dep}", name=dep)
+    return getattr(importlib.import_module(f"{__name__}.target"), name)

@@ -16,7 +16,6 @@ from typing import Any
 from mldeploy.errors import DeploymentNotFoundError, MldeployError, TargetError
 from mldeploy.plugins.sagemaker._resources import TAG_ENDPOINT, Current
 from mldeploy.plugins.sagemaker.errors import aws_errors, is_not_found, scrub
-from mldeploy.target import Resource
 
 SERVICES = ("sagemaker", "sagemaker-runtime", "s3", "logs", "application-autoscaling", "sts",
             "ecr")
@@ -260,29 +259,6 @@ def log_tail(c: Clients, name: str, lines: int) -> list[str]:
     return kept[-lines:]
 
 
-class Ledger:
-    """What this run created, undone in reverse on failure."""
-
-    def __init__(self) -> None:
-        self.items: list[Resource] = []
-
-    def add(self, kind: str, rid: str) -> None:
-        self.items.append(Resource(kind, rid))
-
-    def undo(self, c: Clients, keep: set[str] = frozenset()) -> tuple[list[str], list[str]]:
-        cleaned, leftover = [], []
-        for r in reversed(self.items):
-            if r.id in keep:
-                leftover.append(str(r))
-                continue
-            try:
-                remove(c, r.kind, r.id)
-                cleaned.append(str(r))
-            except MldeployError:
-                leftover.append(str(r))
-        return cleaned, leftover
-
-
 def in_flight(c: Clients, name: str) -> bool:
     """Is the endpoint still creating or updating (or can we not tell)?"""
     try:
@@ -392,7 +368,7 @@ def register_autoscaling(c: Clients, name: str, variant: str, a: Any) -> str:
     return rid
 
 
-__all__ = ["SCALABLE_DIMENSION", "Clients", "Ledger", "bucket_exists", "describe_endpoint",
+__all__ = ["SCALABLE_DIMENSION", "Clients", "bucket_exists", "describe_endpoint",
            "ensure_bucket", "in_flight", "invoke_async", "list_endpoint_names", "list_keys",
            "log_tail", "managed_resources", "model_tags", "object_exists", "read_current",
            "register_autoscaling", "remove", "scalable_targets", "wait_endpoint"]

@@ -20,7 +20,7 @@ from mldeploy.plugins.sagemaker.config import (
     SageMakerConfig,
     Strategy,
 )
-from mldeploy.target import Deployment, Resource, Status, Variant
+from mldeploy.target import Deployment, NameRule, Resource, Status, Variant
 
 NAME_RE = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 TAG_ENDPOINT = "mldeploy:endpoint"
@@ -35,12 +35,10 @@ STATUS = {
 }
 
 
-def check_name(name: str) -> str:
-    if not NAME_RE.match(name):
-        raise UsageError(f"{name!r} is not a valid SageMaker endpoint name",
-                         hint="use 1-63 letters, digits and hyphens, starting and ending with a "
-                              "letter or digit")
-    return name
+NAME_RULE = NameRule(
+    pattern=NAME_RE.pattern.removeprefix("^").removesuffix("$"), max_length=63,
+    hint="use 1-63 letters, digits and hyphens, starting and ending with a letter or digit",
+    what="SageMaker endpoint name")
 
 
 def derived_name(endpoint: str, kind: str, digest: str) -> str:
@@ -369,6 +367,6 @@ def to_deployment(cur: Current, target: str, region: str,
                                "managed": cur.managed})
 
 
-__all__ = ["STATUS", "Artifact", "Current", "Desired", "base_model", "build_desired",
-           "check_autoscaled_instance_type", "check_name", "derived_name", "to_deployment",
+__all__ = ["NAME_RULE", "STATUS", "Artifact", "Current", "Desired", "base_model", "build_desired",
+           "check_autoscaled_instance_type", "derived_name", "to_deployment",
            "update_request"]

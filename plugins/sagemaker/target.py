@@ -1,11 +1,11 @@
 """The SageMaker target: orchestration only (requests are built in ``_resources``, AWS calls made
 in ``_client``, SDK errors translated in ``errors``).
 
-Every create/replace/add is a transaction: each resource this run creates is written into a
-ledger; if the run fails, is rolled back by SageMaker or times out, the ledger is undone in
-reverse and the previous deployment keeps serving. Names are content-hashed, so re-running the
-same command after a failure picks up where it stopped (a leftover of an earlier run that is not
-serving is adopted into this run's ledger).
+Every create/replace/add runs in the core's transaction: each resource this run creates is
+recorded with its removal; if the run fails, is rolled back by SageMaker, times out or is
+interrupted, the core undoes them in reverse and the previous deployment keeps serving. Names
+are content-hashed, so re-running the same command after a failure picks up where it stopped (a
+leftover of an earlier run that is not serving is adopted into this run's transaction).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from mldeploy.plugins.sagemaker import _guard, _image
 from mldeploy.plugins.sagemaker._cleanup import remove_each, unused
 from mldeploy.plugins.sagemaker._plan import build_plan
 from mldeploy.plugins.sagemaker._resources import (
+    NAME_RULE,
     STATUS,
     TAG_MODEL_URI,
     Artifact,
@@ -36,13 +37,13 @@ from mldeploy.plugins.sagemaker._resources import (
     base_model,
     build_desired,
     check_autoscaled_instance_type,
-    check_name,
     to_deployment,
     update_request,
 )
 from mldeploy.plugins.sagemaker.config import SageMakerConfig
 from mldeploy.plugins.sagemaker.errors import aws_errors, invocation_error
 from mldeploy.target import (
+    Capability,
     Deletion,
     Deployment,
     DeployMode,
@@ -51,8 +52,8 @@ from mldeploy.target import (
     Resource,
     Status,
     Target,
-    encode_payload,
 )
+from mldeploy.transaction import StepFailed, StepTimedOut, Transaction
 
 BUSY = ("Creating", "Updating", "SystemUpdating", "RollingBack", "Deleting")
 
@@ -61,6 +62,9 @@ class SageMakerTarget(Target):
     name = "sagemaker"
     config_class = SageMakerConfig
     config: SageMakerConfig
+    capabilities = frozenset({Capability.ADD, Capability.TRAFFIC, Capability.NO_WAIT,
+                              Capability.VARIANT_INVOKE})
+    name_rule = NAME_RULE
 
     def _c(self) -> aws.Clients:
         if self.clients is None:
@@ -82,19 +86,16 @@ class SageMakerTarget(Target):
         c = self._c()
         return self.config.bucket or f"mldeploy-{c.account_id()}-{c.region}"
 
-    # -- create / replace / add -------------------------------------------------------------
+    # -- create / replace / add (the core's transaction is ``tx``) ------------------------------
 
-    def create(self, name: str, model_uri: str, *, wait: bool = True,
-               timeout: float | None = None) -> Deployment:
-        return self._run(DeployMode.CREATE, name, model_uri, wait, timeout)
+    def _create(self, tx: Transaction, model_uri: str) -> Deployment:
+        return self._run(tx, DeployMode.CREATE, model_uri)
 
-    def replace(self, name: str, model_uri: str, *, wait: bool = True,
-                timeout: float | None = None) -> Deployment:
-        return self._run(DeployMode.REPLACE, name, model_uri, wait, timeout)
+    def _replace(self, tx: Transaction, model_uri: str) -> Deployment:
+        return self._run(tx, DeployMode.REPLACE, model_uri)
 
-    def add(self, name: str, model_uri: str, *, wait: bool = True,
-            timeout: float | None = None) -> Deployment:
-        return self._run(DeployMode.ADD, name, model_uri, wait, timeout)
+    def _add(self, tx: Transaction, model_uri: str) -> Deployment:
+        return self._run(tx, DeployMode.ADD, model_uri)
 
     def _prepare(self, mode: DeployMode, name: str, model_uri: str,
                  ) -> tuple[Current | None, Desired, _image.ImageBuild | None]:
@@ -102,7 +103,6 @@ class SageMakerTarget(Target):
         read-only."""
         from mldeploy.model_uri import resolve_model_uri
 
-        check_name(name)
         c = self._c()
         ep = aws.describe_endpoint(c, name)
         if mode is DeployMode.CREATE and ep is not None:
@@ -126,9 +126,8 @@ class SageMakerTarget(Target):
                                 built_image=image.reference if image else None)
         return current, desired, image
 
-    def _run(self, mode: DeployMode, name: str, model_uri: str, wait: bool,
-             timeout: float | None) -> Deployment:
-        self.restart_clock()
+    def _run(self, tx: Transaction, mode: DeployMode, model_uri: str) -> Deployment:
+        name = tx.name
         current, d, image = self._prepare(mode, name, model_uri)
         c = self._c()
         failed = current is not None and current.status == "Failed"
@@ -142,8 +141,9 @@ class SageMakerTarget(Target):
                                 self.progress)
         if failed:
             self.progress(f"{name} is Failed: deleting it to recreate it")
-            self.delete(name, wait=True, timeout=timeout)
+            self._delete(name, wait=True, timeout=tx.timeout)
             current, mode = None, DeployMode.CREATE
+        tx.existed = current is not None
         if current is not None and current.config_name == d.config_name:
             self.progress(f"{name} already serves this model and config")
             return self._after_success(name, d, current)  # finishes an earlier run's cleanup
@@ -152,40 +152,65 @@ class SageMakerTarget(Target):
         in_use = current.model_names() if current else set()
         in_use |= {m.get("PrimaryContainer", {}).get("ModelDataUrl", "")
                    for m in (current.models.values() if current else [])}
-        ledger = aws.Ledger()
-        timeout = timeout or self.config.timeout_seconds
+        tx.on_failure(functools.partial(self._on_failure, tx, current))
+        self._materialise(tx, c, d, in_use)
+        sm = c["sagemaker"]
+        if current is None:
+            with aws_errors(f"create endpoint {name}"):
+                arn = sm.create_endpoint(EndpointName=name, EndpointConfigName=d.config_name,
+                                         Tags=d.config_request["Tags"])["EndpointArn"]
+            self._record(tx, c, Resource("endpoint", arn))
+        else:
+            retain = bool(current.scalable) or mode is DeployMode.ADD
+            with aws_errors(f"update endpoint {name}"):
+                sm.update_endpoint(**update_request(self.config, name, d.config_name, retain))
+        self.progress(f"{mode.value} {name}: endpoint config {d.config_name}")
+        if not tx.wait:
+            _guard.claim(c, current, self.progress)
+            return self.get(name)
         try:
-            self._materialise(c, d, in_use, ledger)
-            sm = c["sagemaker"]
-            if current is None:
-                with aws_errors(f"create endpoint {name}"):
-                    arn = sm.create_endpoint(EndpointName=name, EndpointConfigName=d.config_name,
-                                             Tags=d.config_request["Tags"])["EndpointArn"]
-                ledger.add("endpoint", arn)
-            else:
-                retain = bool(current.scalable) or mode is DeployMode.ADD
-                with aws_errors(f"update endpoint {name}"):
-                    sm.update_endpoint(**update_request(self.config, name, d.config_name, retain))
-            self.progress(f"{mode.value} {name}: endpoint config {d.config_name}")
-            if not wait:
-                _guard.claim(c, current, self.progress)
-                return self.get(name)
-            ep = self._wait(name, timeout)
-            if ep is None or ep["EndpointStatus"] != "InService" or (
-                    ep["EndpointConfigName"] != d.config_name):
-                reason = (ep or {}).get("FailureReason") or "the endpoint did not become InService"
-                raise _Failed(reason)
-        except BaseException as exc:
-            raise self._fail(mode, name, exc, ledger, current, d) from None
+            ep = self._wait(name, tx.remaining())
+        except TimeoutError as exc:
+            raise StepTimedOut(f"while the endpoint was {exc}") from None
+        if ep is None or ep["EndpointStatus"] != "InService" or (
+                ep["EndpointConfigName"] != d.config_name):
+            raise StepFailed((ep or {}).get("FailureReason")
+                             or "the endpoint did not become InService")
         return self._after_success(name, d, current)
 
-    def _materialise(self, c: aws.Clients, d: Desired, in_use: set[str],
-                     ledger: aws.Ledger) -> None:
+    @staticmethod
+    def _record(tx: Transaction, c: aws.Clients, r: Resource) -> None:
+        tx.record(r, functools.partial(aws.remove, c, r.kind, r.id))
+
+    def _on_failure(self, tx: Transaction, current: Current | None, exc: BaseException) -> None:
+        """Before the core undoes ``tx``: keep what a still-running update uses, say what serves
+        now, and add the endpoint's last log lines to a failure SageMaker reported."""
+        c = self._c()
+        kept = current is not None and aws.in_flight(c, tx.name)
+        if kept:  # the update still runs and uses these: removing them would break the endpoint
+            tx.keep(lambda r: r.kind in ("model", "endpoint-config", "s3-object"))
+        still = ("the previous deployment is still serving" if current is not None
+                 else "nothing is serving")
+        if isinstance(exc, TimeoutError):
+            tx.hint = (f"{still}; the update is still running on SageMaker: re-run the same "
+                       "command later to finish or clean up" if kept else
+                       f"{still}; raise --timeout")
+            return
+        tx.hint = still
+        if isinstance(exc, StepFailed):
+            logs = aws.log_tail(c, tx.name, self.config.log_lines)
+            for line in logs:
+                self.progress(f"log: {line}")
+            if logs:
+                tx.detail = " | last log lines: " + " / ".join(logs[-5:])
+
+    def _materialise(self, tx: Transaction, c: aws.Clients, d: Desired,
+                     in_use: set[str]) -> None:
         """Bucket, artifact, model and endpoint config: created if absent, adopted if left over
-        by an earlier run (exists but serves nothing), kept out of the ledger if serving."""
+        by an earlier run (exists but serves nothing), kept out of ``tx`` if serving."""
         sm = c["sagemaker"]
         if d.uploads:
-            self._upload(c, d, in_use, ledger)
+            self._upload(tx, c, d, in_use)
         for kind, name, create, describe, arn_key in (
                 ("model", d.model_name, sm.create_model, sm.describe_model, "ModelArn"),
                 ("endpoint-config", d.config_name, sm.create_endpoint_config,
@@ -200,19 +225,19 @@ class SageMakerTarget(Target):
                         raise
                     arn, adopted = describe(**{key: name})[arn_key], True
             if kind == "endpoint-config" or name not in in_use:
-                ledger.add(kind, arn)
+                self._record(tx, c, Resource(kind, arn))
             self.progress(f"{'reusing' if adopted else 'created'} {kind} {name}")
 
-    def _upload(self, c: aws.Clients, d: Desired, in_use: set[str], ledger: aws.Ledger) -> None:
+    def _upload(self, tx: Transaction, c: aws.Clients, d: Desired, in_use: set[str]) -> None:
         if aws.ensure_bucket(c, d.bucket):
-            ledger.add("s3-bucket", f"s3://{d.bucket}")
+            self._record(tx, c, Resource("s3-bucket", f"s3://{d.bucket}"))
         uri = f"s3://{d.bucket}/{d.key}"
         if not aws.object_exists(c, d.bucket, d.key):
             self.progress(f"uploading {uri} ({d.artifact.size} bytes)")
             with aws_errors(f"upload {uri}"):  # multipart for large models
                 c["s3"].upload_file(str(d.artifact.path), d.bucket, d.key)
         if uri not in in_use:
-            ledger.add("s3-object", uri)
+            self._record(tx, c, Resource("s3-object", uri))
 
     def _wait(self, name: str, timeout: float) -> dict[str, Any] | None:
         def report(status: str, reason: str) -> None:
@@ -223,38 +248,6 @@ class SageMakerTarget(Target):
                                  poll=self.config.poll_interval_seconds, report=report,
                                  done=lambda ep: ep["EndpointStatus"] not in BUSY)
 
-    def _fail(self, mode: DeployMode, name: str, exc: BaseException, ledger: aws.Ledger,
-              current: Current | None, d: Desired) -> BaseException:
-        c = self._c()
-        timed_out = isinstance(exc, TimeoutError)
-        keep: set[str] = set()
-        if current is not None and aws.in_flight(c, name):
-            # the update still runs and uses these: removing them would break the endpoint
-            keep = {r.id for r in ledger.items if r.kind in ("model", "endpoint-config",
-                                                             "s3-object")}
-        cleaned, leftover = ledger.undo(c, keep)
-        logs = aws.log_tail(c, name, self.config.log_lines) if isinstance(exc, _Failed) else []
-        for line in logs:
-            self.progress(f"log: {line}")
-        still = "the previous deployment is still serving" if current else "nothing is serving"
-        if timed_out:
-            msg = f"{mode.value} of {name} timed out while the endpoint was {exc}"
-            hint = (f"{still}; the update is still running on SageMaker: re-run the same command "
-                    "later to finish or clean up" if keep else f"{still}; raise --timeout")
-            return DeploymentTimeoutError(msg, hint=_hint(hint, leftover), cleaned=cleaned,
-                                          leftover=leftover)
-        if isinstance(exc, MldeployError) and not ledger.items:
-            return exc  # nothing was created: the error as it is
-        if isinstance(exc, (_Failed, MldeployError, KeyboardInterrupt)):
-            what = ("was interrupted" if isinstance(exc, KeyboardInterrupt) else
-                    f"failed: {getattr(exc, 'message', exc)}")
-            msg = f"{mode.value} of {name} {what}"
-            if logs:
-                msg += " | last log lines: " + " / ".join(logs[-5:])
-            return DeploymentFailedError(msg, hint=_hint(still, leftover), cleaned=cleaned,
-                                         leftover=leftover)
-        return exc  # a bug of ours: let it surface (after cleaning up)
-
     def _after_success(self, name: str, d: Desired, current: Current | None) -> Deployment:
         c = self._c()
         _guard.claim(c, current, self.progress)  # an adopted endpoint is mldeploy's from now on
@@ -263,7 +256,8 @@ class SageMakerTarget(Target):
             self.progress(f"autoscaling {name}/{d.variant}: {self.config.autoscaling.min_capacity}"
                           f"-{self.config.autoscaling.max_capacity} instances")
         if self.config.weights:
-            self.traffic(name, self.config.weights)
+            self._traffic(name, dict(self.config.weights), wait=True,
+                          timeout=self.config.timeout_seconds)
         live = aws.read_current(c, name)
         if current is not None:  # a create adopted any same-named leftovers in its ledger
             self._collect_garbage(name, live)
@@ -283,8 +277,7 @@ class SageMakerTarget(Target):
 
     # -- delete / get / list --------------------------------------------------------------------
 
-    def delete(self, name: str, *, wait: bool = True, timeout: float | None = None) -> Deletion:
-        check_name(name)
+    def _delete(self, name: str, *, wait: bool, timeout: float) -> Deletion:
         c = self._c()
         ep = aws.describe_endpoint(c, name)
         removed: list[Resource] = []
@@ -297,7 +290,7 @@ class SageMakerTarget(Target):
             self.progress(f"deleting endpoint {name}", Status.DELETING)
             if wait:
                 try:
-                    aws.wait_endpoint(c, name, timeout=timeout or self.config.timeout_seconds,
+                    aws.wait_endpoint(c, name, timeout=timeout,
                                       poll=self.config.poll_interval_seconds,
                                       report=lambda s, _: self.progress(f"{name}: {s}"),
                                       done=lambda _: False)
@@ -308,9 +301,8 @@ class SageMakerTarget(Target):
         return Deletion(name, self.name, existed=ep is not None, removed=tuple(removed + more),
                         leftover=tuple(leftover + left))
 
-    def get(self, name: str) -> Deployment:
+    def _get(self, name: str) -> Deployment:
         """Any endpoint, read only; ``details["managed"]``: is it mldeploy's."""
-        check_name(name)
         c = self._c()
         cur = aws.read_current(c, name)
         return self._deployment(c, cur)
@@ -320,7 +312,7 @@ class SageMakerTarget(Target):
                 for m, d in cur.models.items()}
         return to_deployment(cur, self.name, c.region, uris)
 
-    def list(self) -> list[Deployment]:
+    def _list(self) -> list[Deployment]:
         c = self._c()
         out = []
         for n in aws.list_endpoint_names(c):
@@ -332,10 +324,7 @@ class SageMakerTarget(Target):
 
     # -- invoke / traffic / plan --------------------------------------------------------------
 
-    def invoke(self, name: str, data: Any, *, content_type: str | None = None,
-               variant: str | None = None) -> Prediction:
-        check_name(name)
-        body, ctype = encode_payload(data, content_type)
+    def _invoke(self, name: str, body: bytes, ctype: str, variant: str | None) -> Prediction:
         kwargs: dict[str, Any] = {"EndpointName": name, "ContentType": ctype, "Body": body,
                                   "Accept": "application/json"}
         if variant:
@@ -357,8 +346,8 @@ class SageMakerTarget(Target):
         return Prediction.from_response(resp["Body"].read(), resp.get("ContentType"),
                                         variant=resp.get("InvokedProductionVariant") or variant)
 
-    def traffic(self, name: str, weights: Any, *, wait: bool = True,
-                timeout: float | None = None) -> Deployment:
+    def _traffic(self, name: str, weights: dict[str, float], *, wait: bool,
+                 timeout: float) -> Deployment:
         c = self._c()
         cur = aws.read_current(c, name)
         _guard.check_managed(cur, self.config.adopt, "traffic")
@@ -375,24 +364,16 @@ class SageMakerTarget(Target):
         self.progress(f"{name}: weights " + ", ".join(f"{v}={w}" for v, w in weights.items()))
         if wait:
             try:
-                self._wait(name, timeout or self.config.timeout_seconds)
+                self._wait(name, timeout)
             except TimeoutError:
                 raise DeploymentTimeoutError(f"{name} is still updating its weights",
                                              hint="mldeploy get shows when it is done") from None
         return self.get(name)
 
-    def plan(self, mode: DeployMode, name: str, model_uri: str) -> Plan:
+    def _plan(self, mode: DeployMode, name: str, model_uri: str) -> Plan:
         current, d, image = self._prepare(mode, name, model_uri)
         changes = build_plan(self._c(), mode, name, current, d, image, self.config.autoscaling)
         return Plan(self.name, name, mode, changes)
-
-
-class _Failed(Exception):
-    """SageMaker reported the create/update as failed or rolled back."""
-
-
-def _hint(text: str, leftover: list[str]) -> str:
-    return text + (f"; could not remove: {', '.join(leftover)}" if leftover else "")
 
 
 __all__ = ["SageMakerTarget"]

@@ -30,9 +30,12 @@ import json
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from mldeploy.errors import UsageError
+from mldeploy.errors import MldeployError, UsageError
+
+if TYPE_CHECKING:
+    from mldeploy.transaction import Transaction
 
 
 class DeployMode(str, enum.Enum):
@@ -222,13 +225,53 @@ class ProgressEvent:
 Progress = Callable[[ProgressEvent], None]
 
 
+class Capability(str, enum.Enum):
+    """What a target can do beyond create / replace / delete / get / list / invoke / plan,
+    declared as data (``Target.capabilities``) and enforced by the core before a hook runs."""
+
+    ADD = "add"  # a second model beside the first (--mode add)
+    TRAFFIC = "traffic"  # weights between variants
+    NO_WAIT = "no-wait"  # return before the change is ready (--no-wait)
+    VARIANT_INVOKE = "variant-invoke"  # invoke one variant by name
+
+
+@dataclass(frozen=True)
+class NameRule:
+    """Which deployment names a target accepts: a full-match ``pattern`` and a length limit;
+    ``hint`` tells the user what is allowed. Checked by the core, the same error everywhere."""
+
+    pattern: str = r"[a-zA-Z0-9](-*[a-zA-Z0-9])*"
+    max_length: int = 63
+    hint: str = "use 1-63 letters, digits and hyphens, starting and ending with a letter or digit"
+    what: str = "deployment name"  # in the message: "'x_y' is not a valid <what>"
+
+    def check(self, target: str, name: Any) -> str:
+        import re
+
+        if not isinstance(name, str) or not name.strip():
+            raise UsageError("no deployment name given", hint="pass name=... (--name on the CLI)")
+        name = name.strip()
+        if len(name) > self.max_length or not re.fullmatch(self.pattern, name):
+            raise UsageError(f"{name!r} is not a valid {self.what}", hint=self.hint)
+        return name
+
+
 class Target(abc.ABC):
-    """Base class of every target. Subclasses set ``name`` and ``config_class`` and implement the
-    abstract verbs; they raise only :mod:`mldeploy.errors` exceptions (SDK errors are translated
-    inside the plugin)."""
+    """Base class of every target. The public verbs are template methods: the core checks the
+    name (``name_rule``), enforces ``capabilities``, restarts the progress clock, applies the
+    timeout (``timeout_setting``: the config field that gives the default), encodes invoke data
+    and runs create / replace / add as one :class:`~mldeploy.transaction.Transaction` - then
+    calls the plugin's hook (``_create``, ``_replace``, ``_add``, ``_delete``, ``_get``,
+    ``_list``, ``_invoke``, ``_traffic``, ``_plan``), which does the backend steps only.
+    Hooks raise only :mod:`mldeploy.errors` exceptions (SDK errors are translated inside the
+    plugin) or, inside a transaction, :class:`~mldeploy.transaction.StepFailed` /
+    ``TimeoutError``."""
 
     name: ClassVar[str] = ""
     config_class: ClassVar[type] = object
+    capabilities: ClassVar[frozenset[Capability]] = frozenset()
+    name_rule: ClassVar[NameRule] = NameRule()
+    timeout_setting: ClassVar[str | None] = "timeout_seconds"
 
     def __init__(
         self,
@@ -246,33 +289,35 @@ class Target(abc.ABC):
         self._progress = progress
         self._started = time.monotonic()
 
-    # -- the verbs ------------------------------------------------------------------------------
+    # -- the verbs (template methods) -----------------------------------------------------------
 
-    @abc.abstractmethod
     def create(
         self, name: str, model_uri: str, *, wait: bool = True, timeout: float | None = None
-    ) -> Deployment: ...
+    ) -> Deployment:
+        return self._transaction(DeployMode.CREATE, name, model_uri, wait, timeout)
 
-    @abc.abstractmethod
     def replace(
         self, name: str, model_uri: str, *, wait: bool = True, timeout: float | None = None
-    ) -> Deployment: ...
+    ) -> Deployment:
+        return self._transaction(DeployMode.REPLACE, name, model_uri, wait, timeout)
 
     def add(
         self, name: str, model_uri: str, *, wait: bool = True, timeout: float | None = None
     ) -> Deployment:
-        raise UsageError(f"the {self.name} target cannot add a model beside another one")
+        return self._transaction(DeployMode.ADD, name, model_uri, wait, timeout)
 
-    @abc.abstractmethod
-    def delete(self, name: str, *, wait: bool = True, timeout: float | None = None) -> Deletion: ...
+    def delete(self, name: str, *, wait: bool = True, timeout: float | None = None) -> Deletion:
+        name = self.check_name(name)
+        self.restart_clock()
+        return self._delete(name, wait=self._effective_wait(wait),
+                            timeout=self._effective_timeout(timeout))
 
-    @abc.abstractmethod
-    def get(self, name: str) -> Deployment: ...
+    def get(self, name: str) -> Deployment:
+        return self._get(self.check_name(name))
 
-    @abc.abstractmethod
-    def list(self) -> list[Deployment]: ...
+    def list(self) -> list[Deployment]:
+        return self._list()
 
-    @abc.abstractmethod
     def invoke(
         self,
         name: str,
@@ -280,7 +325,12 @@ class Target(abc.ABC):
         *,
         content_type: str | None = None,
         variant: str | None = None,
-    ) -> Prediction: ...
+    ) -> Prediction:
+        name = self.check_name(name)
+        if variant is not None:
+            self.require(Capability.VARIANT_INVOKE, f"cannot invoke one variant of {name!r}")
+        body, ctype = encode_payload(data, content_type)
+        return self._invoke(name, body, ctype, variant)
 
     def traffic(
         self,
@@ -290,10 +340,49 @@ class Target(abc.ABC):
         wait: bool = True,
         timeout: float | None = None,
     ) -> Deployment:
-        raise UsageError(f"the {self.name} target has no traffic weights to set")
+        name = self.check_name(name)
+        self.require(Capability.TRAFFIC, "has no traffic weights to set")
+        self.restart_clock()
+        return self._traffic(name, dict(weights), wait=self._effective_wait(wait),
+                             timeout=self._effective_timeout(timeout))
+
+    def plan(self, mode: DeployMode | str, name: str, model_uri: str) -> Plan:
+        mode = DeployMode.parse(mode)
+        name = self.check_name(name)
+        if mode is DeployMode.ADD:
+            self.require(Capability.ADD, "cannot add a model beside another one")
+        return self._plan(mode, name, model_uri)
+
+    # -- the hooks a plugin implements ----------------------------------------------------------
 
     @abc.abstractmethod
-    def plan(self, mode: DeployMode, name: str, model_uri: str) -> Plan: ...
+    def _create(self, tx: Transaction, model_uri: str) -> Deployment: ...
+
+    @abc.abstractmethod
+    def _replace(self, tx: Transaction, model_uri: str) -> Deployment: ...
+
+    def _add(self, tx: Transaction, model_uri: str) -> Deployment:  # with Capability.ADD
+        raise NotImplementedError
+
+    @abc.abstractmethod
+    def _delete(self, name: str, *, wait: bool, timeout: float) -> Deletion: ...
+
+    @abc.abstractmethod
+    def _get(self, name: str) -> Deployment: ...
+
+    @abc.abstractmethod
+    def _list(self) -> list[Deployment]: ...
+
+    @abc.abstractmethod
+    def _invoke(self, name: str, body: bytes, content_type: str,
+                variant: str | None) -> Prediction: ...
+
+    def _traffic(self, name: str, weights: dict[str, float], *, wait: bool,
+                 timeout: float) -> Deployment:  # with Capability.TRAFFIC
+        raise NotImplementedError
+
+    @abc.abstractmethod
+    def _plan(self, mode: DeployMode, name: str, model_uri: str) -> Plan: ...
 
     # -- the one entry point the API uses -----------------------------------------------------
 
@@ -313,6 +402,56 @@ class Target(abc.ABC):
         verb = {DeployMode.CREATE: self.create, DeployMode.REPLACE: self.replace,
                 DeployMode.ADD: self.add}[mode]
         return verb(name, model_uri, wait=wait, timeout=timeout)
+
+    # -- what the core does around every hook ---------------------------------------------------
+
+    def check_name(self, name: Any) -> str:
+        """The deployment name, checked against ``name_rule`` (UsageError if it breaks it)."""
+        return self.name_rule.check(self.name, name)
+
+    def require(self, capability: Capability, what: str) -> None:
+        if capability not in self.capabilities:
+            raise UsageError(f"the {self.name} target {what}",
+                             hint=f"the {self.name} target's capabilities: "
+                             + (", ".join(sorted(c.value for c in self.capabilities)) or "none"))
+
+    def _effective_wait(self, wait: bool) -> bool:
+        if not wait and Capability.NO_WAIT not in self.capabilities:
+            self.progress(f"the {self.name} target always waits until the change is ready")
+            return True
+        return wait
+
+    def _effective_timeout(self, timeout: float | None) -> float:
+        if timeout is not None:
+            if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+                raise UsageError(f"timeout must be a positive number of seconds, not {timeout!r}")
+            return float(timeout)
+        default = getattr(self.config, self.timeout_setting or "", None)
+        return float(default) if isinstance(default, (int, float)) else 0.0
+
+    def _transaction(self, mode: DeployMode, name: str, model_uri: str, wait: bool,
+                     timeout: float | None) -> Deployment:
+        from mldeploy.transaction import Transaction
+
+        name = self.check_name(name)
+        if mode is DeployMode.ADD:
+            self.require(Capability.ADD, "cannot add a model beside another one")
+        if not isinstance(model_uri, str) or not model_uri.strip():
+            raise UsageError("no model URI given", hint="pass model_uri=... (-m on the CLI)")
+        tx = Transaction(self.name, mode.value, name, wait=self._effective_wait(wait),
+                         timeout=self._effective_timeout(timeout),
+                         existed=mode is not DeployMode.CREATE, say=self.progress)
+        self.restart_clock()
+        hook = {DeployMode.CREATE: self._create, DeployMode.REPLACE: self._replace,
+                DeployMode.ADD: self._add}[mode]
+        try:
+            return hook(tx, model_uri.strip())
+        except BaseException as exc:
+            err = tx.failure(exc)
+            if err is exc:
+                raise
+            raise err from (None if isinstance(exc, (MldeployError, KeyboardInterrupt))
+                            else exc)
 
     # -- helpers for subclasses -----------------------------------------------------------------
 
@@ -376,10 +515,12 @@ def _plain(value: Any) -> Any:
 
 __all__ = [
     "Action",
+    "Capability",
     "Change",
     "Deletion",
     "DeployMode",
     "Deployment",
+    "NameRule",
     "Plan",
     "Prediction",
     "Progress",

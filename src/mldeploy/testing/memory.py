@@ -15,13 +15,13 @@ from typing import Any
 
 from mldeploy.errors import (
     DeploymentExistsError,
-    DeploymentFailedError,
     DeploymentNotFoundError,
     InvocationError,
     UsageError,
 )
 from mldeploy.target import (
     Action,
+    Capability,
     Change,
     Deletion,
     Deployment,
@@ -32,8 +32,8 @@ from mldeploy.target import (
     Status,
     Target,
     Variant,
-    encode_payload,
 )
+from mldeploy.transaction import StepFailed, Transaction
 
 
 @dataclass(frozen=True)
@@ -69,6 +69,8 @@ def _model_id(name: str, model_uri: str) -> str:
 class MemoryTarget(Target):
     name = "memory"
     config_class = MemoryConfig
+    capabilities = frozenset({Capability.ADD, Capability.TRAFFIC, Capability.VARIANT_INVOKE})
+    timeout_setting = None
 
     def __init__(self, config: Any = None, **kwargs: Any) -> None:
         super().__init__(config, **kwargs)
@@ -76,7 +78,7 @@ class MemoryTarget(Target):
             self.clients = MemoryBackend()
         self.backend: MemoryBackend = self.clients
 
-    def _get(self, name: str) -> dict[str, list[Any]]:
+    def _variants(self, name: str) -> dict[str, list[Any]]:
         try:
             return self.backend.deployments[name]
         except KeyError:
@@ -84,57 +86,51 @@ class MemoryTarget(Target):
                 f"no deployment {name!r} on {self.name}", hint="mldeploy list shows what exists"
             ) from None
 
-    def _fail_if_injected(self, created: list[str]) -> None:
+    def _make_model(self, tx: Transaction, model_uri: str) -> str:
+        """The model's id, recorded in ``tx`` when this run adds it; then any injected
+        failure."""
+        mid = _model_id(tx.name, model_uri)
+        if mid not in self.backend.models:
+            self.backend.models.add(mid)
+            tx.record(Resource("model", f"model:{mid}"),
+                      lambda: self.backend.models.discard(mid))
         reason, self.backend.fail_next = self.backend.fail_next, None
         if reason:
-            for model in created:
-                self.backend.models.discard(model)
-            raise DeploymentFailedError(
-                f"deployment failed: {reason}",
-                cleaned=[f"model model:{m}" for m in created],
-                hint="the previous deployment (if any) is still serving",
-            )
+            raise StepFailed(reason)
+        return mid
 
-    def create(self, name: str, model_uri: str, *, wait: bool = True,
-               timeout: float | None = None) -> Deployment:
+    def _create(self, tx: Transaction, model_uri: str) -> Deployment:
+        name = tx.name
         if name in self.backend.deployments:
             raise DeploymentExistsError(f"deployment {name!r} already exists",
                                         hint="use --mode replace to change its model")
-        mid = _model_id(name, model_uri)
-        created = [] if mid in self.backend.models else [mid]
-        self.backend.models.add(mid)
-        self._fail_if_injected(created)
+        mid = self._make_model(tx, model_uri)
         self.backend.deployments[name] = {self.config.variant_name: [model_uri, mid, 1.0]}
         self.progress(f"{name} is ready", Status.READY)
         return self.get(name)
 
-    def replace(self, name: str, model_uri: str, *, wait: bool = True,
-                timeout: float | None = None) -> Deployment:
-        variants = self._get(name)
+    def _replace(self, tx: Transaction, model_uri: str) -> Deployment:
+        name = tx.name
+        variants = self._variants(name)
         if len(variants) != 1:
             raise UsageError(f"{name!r} has {len(variants)} variants; replace needs one",
                              hint="use traffic to move all weight to one variant first")
         (vname, (old_uri, old_id, weight)), = variants.items()
-        mid = _model_id(name, model_uri)
-        created = [] if mid in self.backend.models else [mid]
-        self.backend.models.add(mid)
-        self._fail_if_injected(created)
+        mid = self._make_model(tx, model_uri)
         variants[vname] = [model_uri, mid, weight]
         if old_id != mid:
             self.backend.models.discard(old_id)
         return self.get(name)
 
-    def add(self, name: str, model_uri: str, *, wait: bool = True,
-            timeout: float | None = None) -> Deployment:
-        variants = self._get(name)
+    def _add(self, tx: Transaction, model_uri: str) -> Deployment:
+        name = tx.name
+        variants = self._variants(name)
         vname = f"{self.config.variant_name}-{len(variants) + 1}"
-        mid = _model_id(name, model_uri)
-        self.backend.models.add(mid)
-        self._fail_if_injected([mid])
+        mid = self._make_model(tx, model_uri)
         variants[vname] = [model_uri, mid, self.config.initial_weight]
         return self.get(name)
 
-    def delete(self, name: str, *, wait: bool = True, timeout: float | None = None) -> Deletion:
+    def _delete(self, name: str, *, wait: bool, timeout: float) -> Deletion:
         variants = self.backend.deployments.pop(name, None)
         if variants is None:
             return Deletion(name, self.name, existed=False)
@@ -144,21 +140,20 @@ class MemoryTarget(Target):
             removed.append(Resource("model", f"model:{mid}"))
         return Deletion(name, self.name, existed=True, removed=tuple(removed))
 
-    def get(self, name: str) -> Deployment:
-        variants = self._get(name)
+    def _get(self, name: str) -> Deployment:
+        variants = self._variants(name)
         vs = tuple(Variant(v, w, uri, self.config.replicas) for v, (uri, _, w) in variants.items())
         resources = (Resource("deployment", f"deployment:{name}"),
                      *(Resource("model", f"model:{mid}") for _, mid, _ in variants.values()))
         return Deployment(name, self.name, Status.READY, url=f"memory://{name}",
                           model_uri=vs[0].model_uri, resources=resources, variants=vs)
 
-    def list(self) -> list[Deployment]:
+    def _list(self) -> list[Deployment]:
         return [self.get(n) for n in sorted(self.backend.deployments)]
 
-    def invoke(self, name: str, data: Any, *, content_type: str | None = None,
-               variant: str | None = None) -> Prediction:
-        variants = self._get(name)
-        body, ctype = encode_payload(data, content_type)
+    def _invoke(self, name: str, body: bytes, content_type: str,
+                variant: str | None) -> Prediction:
+        variants = self._variants(name)
         if variant is not None and variant not in variants:
             raise InvocationError(f"{name!r} has no variant {variant!r}", status=400,
                                   hint=f"variants: {', '.join(variants)}")
@@ -172,9 +167,9 @@ class MemoryTarget(Target):
         out = json.dumps({"predictions": [variants[vname][1]] * rows}).encode()
         return Prediction.from_response(out, "application/json", variant=vname)
 
-    def traffic(self, name: str, weights: Any, *, wait: bool = True,
-                timeout: float | None = None) -> Deployment:
-        variants = self._get(name)
+    def _traffic(self, name: str, weights: dict[str, float], *, wait: bool,
+                 timeout: float) -> Deployment:
+        variants = self._variants(name)
         unknown = set(weights) - set(variants)
         if unknown:
             raise UsageError(f"{name!r} has no variant {sorted(unknown)[0]!r}",
@@ -183,7 +178,7 @@ class MemoryTarget(Target):
             variants[v][2] = float(w)
         return self.get(name)
 
-    def plan(self, mode: DeployMode, name: str, model_uri: str) -> Plan:
+    def _plan(self, mode: DeployMode, name: str, model_uri: str) -> Plan:
         mid = _model_id(name, model_uri)
         exists = name in self.backend.deployments
         if mode is DeployMode.CREATE and exists:

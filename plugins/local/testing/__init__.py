@@ -1,4 +1,4 @@
-"""Test helpers for the local target: what gateway processes a state directory has running.
+"""The local target's test kit: what gateway processes a state directory has running.
 Used by the fake-engine tests and the real-engine integration tests alike."""
 
 from __future__ import annotations

@@ -1,18 +1,17 @@
 """The steps a local deploy is made of: the model's image, a new variant container that must
-answer ``/ping``, the switch of the gateway's routes, the drain and stop of the old containers —
-and the ledger that undoes a failed run.
+answer ``/ping``, the switch of the gateway's routes, the drain and stop of the old containers.
 
-The ledger records each thing as it is made (a container name before ``docker run``, the state
-it replaced before the switch, a gateway it started), so undoing it removes exactly what this run
-created and puts the previous routes back.
+Each step records what it makes in the core's transaction as it makes it (a container name
+before ``docker run``, the routes it replaced before the switch, a gateway it started), so a
+failed run removes exactly what it created and puts the previous routes back.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from mldeploy.errors import MldeployError, TargetError
@@ -27,17 +26,24 @@ from mldeploy.plugins.local._resources import (
 from mldeploy.plugins.local._state import EndpointState, StateStore, VariantState
 from mldeploy.plugins.local.config import LocalConfig, memory_bytes
 from mldeploy.plugins.local.errors import log_tail
+from mldeploy.target import Resource
+from mldeploy.transaction import StepFailed, Transaction
 
 Say = Callable[[str], None]
 
 
-class StartFailed(Exception):
+class StartFailed(StepFailed):
     """A new container never got healthy: its name, why, the tail of its log and the file its
     whole log was saved to (the container itself is removed)."""
 
     def __init__(self, container: str, reason: str, logs: str, saved: Path | None) -> None:
-        super().__init__(reason)
-        self.container, self.reason, self.logs, self.saved = container, reason, logs, saved
+        text = f"the new container {container} did not become healthy: {reason}"
+        if logs:
+            text += f"\n--- last lines of its log ---\n{logs}"
+        if saved:
+            text += f"\n(its whole log: {saved})"
+        super().__init__(text)
+        self.container, self.logs, self.saved = container, logs, saved
 
 
 def save_log(directory: Path, container: str, text: str) -> Path | None:
@@ -49,41 +55,6 @@ def save_log(directory: Path, container: str, text: str) -> Path | None:
         return path
     except OSError:
         return None
-
-
-@dataclass
-class Ledger:
-    containers: list[str] = field(default_factory=list)
-    created_state: bool = False
-    restore: EndpointState | None = None  # the routes to put back if the switch failed
-    gateway: EndpointState | None = None  # a gateway this run started
-
-    @property
-    def empty(self) -> bool:
-        return not (self.containers or self.created_state or self.gateway or self.restore)
-
-    def undo(self, engine: Engine, store: StateStore, name: str) -> tuple[list[str], list[str]]:
-        cleaned: list[str] = []
-        leftover: list[str] = []
-        if self.gateway is not None:
-            gw.stop(self.gateway)
-            cleaned.append(f"gateway {self.gateway.url}")
-        if self.restore is not None:
-            store.save(self.restore)
-            if self.gateway is None and gw.status(self.restore) is not None:
-                try:
-                    gw.reload(self.restore)
-                except TargetError:
-                    leftover.append(f"routes of the gateway {self.restore.url} (re-run replace)")
-        elif self.created_state:
-            store.remove(name)
-        for cname in reversed(self.containers):
-            try:
-                engine.remove(cname, stop_timeout=0)
-                cleaned.append(f"container {cname}")
-            except MldeployError:
-                leftover.append(f"container {cname}")
-        return cleaned, leftover
 
 
 def limits(config: LocalConfig, previous: dict[str, object] | None) -> dict[str, object]:
@@ -125,7 +96,7 @@ def ensure_image(engine: Engine, config: LocalConfig, model_uri: str,
 
 def start_variant(engine: Engine, config: LocalConfig, *, home: str, endpoint: str,
                   variant: str, model_uri: str, weight: float, image: tuple[str, str],
-                  lim: dict[str, object], ledger: Ledger, timeout: float, say: Say,
+                  lim: dict[str, object], tx: Transaction, timeout: float, say: Say,
                   log_dir: Path) -> VariantState:
     """Run a container of ``image`` for ``variant`` and wait for its ``/ping``; raise
     :class:`StartFailed` (with the log tail; the whole log is kept in ``log_dir``) if it never
@@ -145,7 +116,8 @@ def start_variant(engine: Engine, config: LocalConfig, *, home: str, endpoint: s
             cpus=float(cpus) if cpus else None,  # type: ignore[arg-type]
             workers=int(workers) if workers else None)  # type: ignore[call-overload]
         say(f"starting {cname} ({ref}) on 127.0.0.1:{port}")
-        ledger.containers.append(cname)
+        made = tx.record(Resource("container", cname),
+                         functools.partial(engine.remove, cname, stop_timeout=0))
         engine.run(spec)
         try:
             engine.wait_healthy(cname, port, timeout,
@@ -154,7 +126,7 @@ def start_variant(engine: Engine, config: LocalConfig, *, home: str, endpoint: s
             logs = engine.logs(cname, 1000)
             if attempt == 0 and "address already in use" in logs.lower():
                 engine.remove(cname, stop_timeout=0)
-                ledger.containers.remove(cname)
+                tx.forget(made)
                 continue
             saved = save_log(log_dir, cname, logs)
             raise StartFailed(cname, exc.reason, log_tail(logs, config.log_lines), saved) from None
@@ -165,13 +137,18 @@ def start_variant(engine: Engine, config: LocalConfig, *, home: str, endpoint: s
 
 
 def switch(store: StateStore, old: EndpointState | None, new: EndpointState,
-           ledger: Ledger, say: Say) -> EndpointState:
+           tx: Transaction, say: Say) -> EndpointState:
     """Make ``new`` the served state: save it and reload the gateway, or start the gateway if
-    none runs (first deploy, or after a restart: on the same port when it is free)."""
+    none runs (first deploy, or after a restart: on the same port when it is free). Each change
+    is recorded in ``tx`` with its undo (the previous routes put back, the state file removed,
+    a gateway this run started stopped)."""
     if old is not None:
-        ledger.restore = dataclasses.replace(old, generation=new.generation + 1)
+        restore = dataclasses.replace(old, generation=new.generation + 1)
+        tx.record(Resource("gateway-routes", old.url or f"state {store.path(old.name)}"),
+                  functools.partial(_restore_routes, store, restore, tx))
     else:
-        ledger.created_state = True
+        tx.record(Resource("state-file", str(store.path(new.name))),
+                  functools.partial(store.remove, new.name))
     store.save(new)
     if old is not None and gw.status(old) is not None:
         gw.reload(new)
@@ -187,11 +164,20 @@ def switch(store: StateStore, old: EndpointState | None, new: EndpointState,
         store.save(new)
         port, pid = gw.start(new, store.path(new.name), store.log_path(new.name))
     new = dataclasses.replace(new, port=port, gateway_pid=pid)
-    ledger.gateway = new
+    tx.record(Resource("gateway", new.url or f"pid {pid}"), functools.partial(gw.stop, new))
     store.save(new)
     gw.wait_ready(new)
     say(f"gateway listening on {new.url}")
     return new
+
+
+def _restore_routes(store: StateStore, restore: EndpointState, tx: Transaction) -> None:
+    """Undo of a switch: the previous state saved again, and the running gateway (unless this
+    run started it: that one is stopped) reloaded with its routes."""
+    store.save(restore)
+    started_here = any(r.kind == "gateway" for r in tx.resources)
+    if not started_here and gw.status(restore) is not None:
+        gw.reload(restore)
 
 
 def retire(engine: Engine, state: EndpointState, containers: list[str], *, drain: float,
@@ -222,5 +208,5 @@ def retire(engine: Engine, state: EndpointState, containers: list[str], *, drain
     return failed
 
 
-__all__ = ["Ledger", "StartFailed", "ensure_image", "limits", "retire", "start_variant",
+__all__ = ["StartFailed", "ensure_image", "limits", "retire", "start_variant",
            "switch"]
