@@ -14,6 +14,7 @@ import functools
 from pathlib import Path
 from typing import Any
 
+from mldeploy import images
 from mldeploy.errors import (
     DeploymentFailedError,
     DeploymentNotFoundError,
@@ -96,12 +97,10 @@ class SageMakerTarget(Target):
             timeout: float | None = None) -> Deployment:
         return self._run(DeployMode.ADD, name, model_uri, wait, timeout)
 
-    def _prepare(self, mode: DeployMode, name: str, model_uri: str,
+    def _prepare(self, mode: DeployMode, name: str, model_uri: str, model_dir: Path,
                  ) -> tuple[Current | None, Desired, _image.ImageBuild | None]:
         """Read the endpoint and work out this run's resources (the image to build included);
-        read-only."""
-        from mldeploy.model_uri import resolve_model_uri
-
+        read-only. ``model_dir`` is the model, lent by ``materialize()`` for the run."""
         check_name(name)
         c = self._c()
         ep = aws.describe_endpoint(c, name)
@@ -113,14 +112,13 @@ class SageMakerTarget(Target):
         if current is not None and current.status in BUSY:
             raise TargetError(f"endpoint {name!r} is {current.status}",
                               hint="wait until it is InService (mldeploy get) and re-run")
-        model_dir = resolve_model_uri(model_uri)
         artifact = Artifact.pack(model_dir, self._workdir())
         bucket = self._bucket()
         base = None if current is None or current.status == "Failed" else current
         add = mode is DeployMode.ADD
         image = None
         if _image.needs_build(self.config, base_model(base, self.config.variant_name, add)):
-            image = _image.plan_build(self.config, name, model_uri, model_dir, artifact.sha256,
+            image = _image.plan_build(self.config, name, model_uri, model_dir,
                                       c.account_id(), c.region)
         desired = build_desired(self.config, name, model_uri, artifact, bucket, base, add=add,
                                 built_image=image.reference if image else None)
@@ -129,17 +127,21 @@ class SageMakerTarget(Target):
     def _run(self, mode: DeployMode, name: str, model_uri: str, wait: bool,
              timeout: float | None) -> Deployment:
         self.restart_clock()
-        current, d, image = self._prepare(mode, name, model_uri)
-        c = self._c()
-        failed = current is not None and current.status == "Failed"
-        if failed and not self.config.recreate_failed:
-            raise DeploymentFailedError(
-                f"endpoint {name!r} is Failed ({current.failure_reason or 'no reason given'})",
-                hint="re-run with -C recreate_failed=true to delete and recreate it")
-        if image is not None:  # before anything is created: a failed build leaves nothing
-            pusher = c.push_image or functools.partial(_image.ecr_push, ecr=c["ecr"])
-            _image.ensure_image(c, image, c.build_image or _image.docker_build, pusher,
-                                self.progress)
+        from mldeploy.model_uri import materialize
+
+        with materialize(model_uri) as model_dir:  # fetched once, removed after the build
+            current, d, image = self._prepare(mode, name, model_uri, model_dir)
+            c = self._c()
+            failed = current is not None and current.status == "Failed"
+            if failed and not self.config.recreate_failed:
+                raise DeploymentFailedError(
+                    f"endpoint {name!r} is Failed "
+                    f"({current.failure_reason or 'no reason given'})",
+                    hint="re-run with -C recreate_failed=true to delete and recreate it")
+            if image is not None:  # before anything is created: a failed build leaves nothing
+                pusher = c.push_image or functools.partial(_image.ecr_push, ecr=c["ecr"])
+                _image.ensure_image(c, image, c.build_image or images.docker_build, pusher,
+                                    self.progress)
         if failed:
             self.progress(f"{name} is Failed: deleting it to recreate it")
             self.delete(name, wait=True, timeout=timeout)
@@ -382,7 +384,10 @@ class SageMakerTarget(Target):
         return self.get(name)
 
     def plan(self, mode: DeployMode, name: str, model_uri: str) -> Plan:
-        current, d, image = self._prepare(mode, name, model_uri)
+        from mldeploy.model_uri import materialize
+
+        with materialize(model_uri) as model_dir:
+            current, d, image = self._prepare(mode, name, model_uri, model_dir)
         changes = build_plan(self._c(), mode, name, current, d, image, self.config.autoscaling)
         return Plan(self.name, name, mode, changes)
 

@@ -22,6 +22,7 @@ fetched once per run and removed when the run ends.
 from __future__ import annotations
 
 import dataclasses
+import enum
 import functools
 import hashlib
 import json
@@ -31,13 +32,27 @@ from pathlib import Path
 from typing import Any
 
 from mldeploy.container.image.options import BASE_IMAGE_ENV, default_base_image
-from mldeploy.container.image.options import ENGINES as _ENGINES
-from mldeploy.container.image.options import ENV_MANAGERS as _ENV_MANAGERS
-from mldeploy.container.image.options import PLATFORMS as _PLATFORMS
 from mldeploy.errors import ConfigError
 
 Log = Callable[[str], None]
 MODEL_URI_LABEL = "io.mldeploy.model.uri"
+
+
+class Engine(str, enum.Enum):
+    FLASK = "flask"
+    MLSERVER = "mlserver"
+
+
+class EnvManager(str, enum.Enum):
+    VIRTUALENV = "virtualenv"
+    LOCAL = "local"
+
+
+class Platform(str, enum.Enum):
+    AMD64 = "linux/amd64"
+    ARM64 = "linux/arm64"
+
+
 _DEFAULTS: dict[str, Any] = {"engine": "flask", "base_image": None, "env_manager": "virtualenv",
                              "platform": "linux/amd64", "python_version": None,
                              "requirements": [], "include_dotfiles": False}
@@ -47,16 +62,15 @@ _DEFAULTS: dict[str, Any] = {"engine": "flask", "base_image": None, "env_manager
 class BuildOptions:
     """How a target builds the model's image (``-C build.KEY=VALUE``). ``None``: not given."""
 
-    engine: str | None = field(default=None, metadata={
-        "choices": _ENGINES, "help": "serving engine in the image (default flask)"})
+    engine: Engine | None = field(default=None, metadata={
+        "help": "serving engine in the image (default flask)"})
     base_image: str | None = field(default=None, metadata={
         "help": f"base image with python3 and venv (default ${BASE_IMAGE_ENV}, else "
                 "python:<model's python>-slim; scripts/build-base-image.sh makes one offline)"})
-    env_manager: str | None = field(default=None, metadata={
-        "choices": _ENV_MANAGERS,
+    env_manager: EnvManager | None = field(default=None, metadata={
         "help": "virtualenv: the model's requirements (default); local: this environment's"})
-    platform: str | None = field(default=None, metadata={
-        "choices": tuple(_PLATFORMS), "help": "linux/amd64 (default) or linux/arm64 (Graviton)"})
+    platform: Platform | None = field(default=None, metadata={
+        "help": "linux/amd64 (default) or linux/arm64 (Graviton)"})
     python_version: str | None = field(default=None, metadata={
         "help": "Python of the image, e.g. 3.11 (default: the base image's, else the model's)"})
     requirements: list[str] | None = field(default=None, metadata={
@@ -78,14 +92,20 @@ class BuildOptions:
             check_image_name(e["base_image"])
 
     def given(self) -> dict[str, Any]:
-        """The options that were set (not None)."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+        """The options that were set (not None), as plain values."""
+        return {k: v.value if isinstance(v, enum.Enum) else v
+                for k, v in dataclasses.asdict(self).items() if v is not None}
 
     def over(self, remembered: Mapping[str, Any] | None) -> BuildOptions:
         """These options, each one not given taken from ``remembered`` (an endpoint's)."""
         known = {f.name for f in dataclasses.fields(self)}
         old = {k: v for k, v in (remembered or {}).items() if k in known and v is not None}
-        return dataclasses.replace(self, **{**old, **self.given()})
+        kinds = {"engine": Engine, "env_manager": EnvManager, "platform": Platform}
+        merged = {**old, **self.given()}
+        for key, kind in kinds.items():
+            if merged.get(key) is not None:
+                merged[key] = kind(merged[key])
+        return dataclasses.replace(self, **merged)
 
     def effective(self) -> dict[str, Any]:
         """Every option with the defaults filled in (what the image is built with)."""
@@ -122,12 +142,12 @@ def merge_aliases(options: BuildOptions | None, where: str, **aliases: Any) -> B
     for key, value in aliases.items():
         if value is None:
             continue
-        ours = getattr(options, key)
+        ours = options.given().get(key)
         if ours is not None and ours != value:
             raise ConfigError(f"{where}: {key}={value!r} and build.{key}={ours!r} disagree",
                               hint=f"give only build.{key} (the {key} key is its older name)")
         extra[key] = value
-    return dataclasses.replace(options, **extra) if extra else options
+    return options.over(extra) if extra else options
 
 
 @dataclass(frozen=True)
@@ -198,5 +218,5 @@ def docker_build(req: ImageRequest, log: Log) -> str:
     return result.image_id
 
 
-__all__ = ["BASE_IMAGE_ENV", "Builder", "BuildOptions", "ImageRequest", "content_digest",
+__all__ = ["BASE_IMAGE_ENV", "Builder", "BuildOptions", "Engine", "EnvManager", "Platform", "ImageRequest", "content_digest",
            "default_base_image", "docker_build", "merge_aliases", "request"]
