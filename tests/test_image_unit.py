@@ -7,6 +7,7 @@ import os
 import stat
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -523,8 +524,8 @@ def test_remote_model_is_downloaded_into_a_temporary_dir_and_removed(
 
     seen: list[Path] = []
 
-    def fake_download(found: object, dst: Path) -> Path:  # what materialize() downloads with
-        assert getattr(found, "uri") == "models:/classifier/1"
+    def fake_download(found: Any, dst: Path) -> Path:  # what materialize() downloads with
+        assert found.uri == "models:/classifier/1"
         target = Path(dst) / "model"
         shutil.copytree(EXAMPLE, target)
         seen.append(target)

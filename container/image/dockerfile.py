@@ -138,7 +138,8 @@ def render(
         runtime_labels=_labels({SAGEMAKER_PORT_LABEL: "true", **runtime_labels}),
     )
     if model_labels is not None:
-        text += _MODEL.format(uid=APP_UID, model_labels=_labels(model_labels) or 'io.mldeploy.model="yes"')
+        text += _MODEL.format(uid=APP_UID,
+                              model_labels=_labels(model_labels) or 'io.mldeploy.model="yes"')
     extra = f"LABEL {_labels(extra_labels)}\n" if extra_labels else ""
     return text + _FOOTER.format(
         uid=APP_UID, entrypoint=json.dumps(ENTRYPOINT), extra_labels=extra

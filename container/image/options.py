@@ -50,7 +50,8 @@ class ImageOptions:
     """What goes into an image.
 
     ``model_uri`` None builds a generic image that serves whatever is mounted at ``/opt/ml/model``.
-    ``base_image`` None means ``$MLDEPLOY_BASE_IMAGE``, else ``python:<python_version>-slim``. ``python_version`` (``"3.11"``)
+    ``base_image`` None means ``$MLDEPLOY_BASE_IMAGE``, else ``python:<python_version>-slim``.
+    ``python_version`` (``"3.11"``)
     None means the base image's (probed when building) or else the model's. ``env_manager``
     ``virtualenv`` installs the model's pinned requirements; ``local`` pins them to the versions
     installed in the calling Python environment instead. ``extra_requirements`` are added to the

@@ -230,5 +230,6 @@ def retire(engine: Engine, state: EndpointState, containers: list[str], *, drain
     return failed
 
 
-__all__ = ["Ledger", "StartFailed", "build_options", "ensure_image", "limits", "retire", "start_variant",
+__all__ = ["Ledger", "StartFailed", "build_options", "ensure_image", "limits", "retire",
+           "start_variant",
            "switch"]

@@ -6,8 +6,9 @@ unchanged model is built and pushed once: when ECR already holds the tag, nothin
 repository is ``-C ecr_repository`` (a name in the deployment's account and region, or an ECR
 URI in its region) or ``mldeploy/<endpoint name>``; the pusher creates it when missing. Building
 and pushing are callables on :class:`~mldeploy.plugins.sagemaker._client.Clients` (tests hand in
-fakes; the builder is the one seam of :mod:`mldeploy.images`); by default Docker. A built image holds the model
-at ``/opt/ml/model``, so SageMaker gets no ``ModelDataUrl`` and nothing is uploaded to S3.
+fakes; the builder is the one seam of :mod:`mldeploy.images`); by default Docker. A built
+image holds the model at ``/opt/ml/model``, so SageMaker gets no ``ModelDataUrl`` and nothing
+is uploaded to S3.
 """
 
 from __future__ import annotations

@@ -159,8 +159,9 @@ class ImageRequest:
     model_dir: Path | None
     model_uri: str | None
     options: BuildOptions
-    digest: str
+    digest: str  # content_digest(): what the image is
     labels: Mapping[str, str] = field(default_factory=dict)
+    model_digest: str = ""  # model_digest(): the model's files alone
 
 
 Builder = Callable[[ImageRequest, Log], str]
@@ -180,16 +181,25 @@ def _runtime_digest() -> str:
     return h.hexdigest()
 
 
-def content_digest(model_dir: Path | None, options: BuildOptions) -> str:
-    """The hex sha256 of everything that decides what the image is (see the module doc)."""
-    import mldeploy
+def model_digest(model_dir: Path, options: BuildOptions | None = None) -> str:
+    """The hex sha256 of the model's files as they go into the image (paths, modes, bytes)."""
     from mldeploy.container.image import model_files
 
-    e = options.effective()
-    files = "" if model_dir is None else model_files.digest(
-        model_files.select(Path(model_dir), include_dotfiles=e["include_dotfiles"]))
-    blob = json.dumps({"model": files, "runtime": _runtime_digest(), "options": e,
-                       "mldeploy": mldeploy.__version__}, sort_keys=True)
+    dotfiles = (options or BuildOptions()).effective()["include_dotfiles"]
+    return model_files.digest(model_files.select(Path(model_dir), include_dotfiles=dotfiles))
+
+
+def content_digest(model_dir: Path | None, options: BuildOptions, *,
+                   model: str | None = None) -> str:
+    """The hex sha256 of everything that decides what the image is (see the module doc);
+    ``model`` is the :func:`model_digest` when the caller has it already."""
+    import mldeploy
+
+    if model is None:
+        model = "" if model_dir is None else model_digest(model_dir, options)
+    blob = json.dumps({"model": model, "runtime": _runtime_digest(),
+                       "options": options.effective(), "mldeploy": mldeploy.__version__},
+                      sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -197,9 +207,10 @@ def request(model_dir: Path | None, model_uri: str | None, options: BuildOptions
             reference: Callable[[str], str], labels: Mapping[str, str] | None = None,
             ) -> ImageRequest:
     """The :class:`ImageRequest` for a model; ``reference(digest)`` names the image."""
-    digest = content_digest(model_dir, options)
+    model = "" if model_dir is None else model_digest(model_dir, options)
+    digest = content_digest(model_dir, options, model=model)
     return ImageRequest(reference(digest), model_dir, model_uri, options, digest,
-                        dict(labels or {}))
+                        dict(labels or {}), model)
 
 
 def docker_build(req: ImageRequest, log: Log) -> str:
@@ -218,5 +229,6 @@ def docker_build(req: ImageRequest, log: Log) -> str:
     return result.image_id
 
 
-__all__ = ["BASE_IMAGE_ENV", "Builder", "BuildOptions", "Engine", "EnvManager", "Platform", "ImageRequest", "content_digest",
-           "default_base_image", "docker_build", "merge_aliases", "request"]
+__all__ = ["BASE_IMAGE_ENV", "Builder", "BuildOptions", "Engine", "EnvManager", "ImageRequest",
+           "Platform", "content_digest",
+           "default_base_image", "docker_build", "merge_aliases", "model_digest", "request"]

@@ -36,6 +36,7 @@ class FakeCluster:
         self.time_scale = time_scale
         self.namespace = namespace
         self.url = ""
+        self.builds: list[Any] = []  # the ImageRequests build_image was given
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._stop: asyncio.Event | None = None
@@ -106,14 +107,13 @@ class FakeCluster:
 
         return Clients(self.api_client(), self.namespace, build_image or self.build_image)
 
-    def build_image(self, model_uri: str, reference: str, log: Callable[[str], None]) -> str:
-        """The image builder's stand-in: 'pushes' ``reference`` holding the resolved model."""
-        from mldeploy.model_uri import resolve_model_uri
-
-        path = str(resolve_model_uri(model_uri))
-        self.push_image(reference, path)
-        log(f"pushed {reference}")
-        return reference
+    def build_image(self, request: Any, log: Callable[[str], None]) -> str:
+        """The image builder's stand-in (the :data:`mldeploy.images.Builder` seam): 'pushes'
+        ``request.reference`` holding the model (its directory's path)."""
+        self.builds.append(request)
+        self.push_image(request.reference, str(request.model_dir))
+        log(f"pushed {request.reference}")
+        return request.reference
 
     # -- the cluster's state ----------------------------------------------------------------
 
