@@ -8,6 +8,7 @@ log, and a hint for the usual causes.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import re
 import shutil
 import tempfile
@@ -20,7 +21,7 @@ from mldeploy.errors import BuildError, ConfigError
 
 from . import requirements
 from .context import assemble_facts, choose_base
-from .options import BASE_IMAGE_ENV, BuildResult, ImageOptions
+from .options import BASE_IMAGE_ENV, BuildResult, ImageOptions, default_base_image
 from .wheelhouse import scrub
 
 Log = Callable[[str], None]
@@ -256,6 +257,9 @@ def build_docker(
     extra = tuple(options.pop("extra_requirements", ()) or ())
     opts = ImageOptions(model_uri=model_uri, name=name, labels=tuple(labels),
                         extra_requirements=extra, **options)
+    if opts.base_image is None and default_base_image():
+        opts = dataclasses.replace(opts, base_image=default_base_image())
+        say(f"base image {opts.base_image} (from ${BASE_IMAGE_ENV})")
     started = time.monotonic()
     client = docker_client()
     base_python = None
