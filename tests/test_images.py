@@ -21,6 +21,12 @@ from mldeploy.images import BuildOptions
 EXAMPLE = Path(example_model_path())
 
 
+@pytest.fixture(autouse=True)
+def no_base_image_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tests set MLDEPLOY_BASE_IMAGE themselves where they mean to."""
+    monkeypatch.delenv("MLDEPLOY_BASE_IMAGE", raising=False)
+
+
 @pytest.fixture
 def model(tmp_path: Path) -> Path:
     """The example model plus what a laptop's model directory tends to hold."""
@@ -472,3 +478,48 @@ def test_serve_on_an_address_that_is_not_this_machines_exits_2() -> None:
     settings = ServerSettings.resolve(model_uri=str(EXAMPLE), host="203.0.113.9",
                                       port=free_port())
     assert run(settings) == 2
+
+
+def test_a_model_missing_a_module_logs_the_requirement_to_add(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import logging
+
+    from mldeploy.container import runtime as runtime_mod
+    from mldeploy.container.settings import ServerSettings
+
+    def load(_uri: str) -> Any:
+        raise ModuleNotFoundError("No module named 'sklearn'", name="sklearn")
+
+    monkeypatch.setattr(runtime_mod, "load_model", load)
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger = logging.getLogger("mldeploy.container")
+    logger.addHandler(handler)
+    failed: list[Any] = []
+    try:
+        rt = runtime_mod.ModelRuntime(ServerSettings.resolve(model_uri=str(EXAMPLE)),
+                                      on_failure=failed.append)
+        rt.start().join(30)
+    finally:
+        logger.removeHandler(handler)
+        rt.shutdown()
+    assert failed and "ModuleNotFoundError" in (rt.failure or "")
+    assert any("--requirement scikit-learn" in r.getMessage() for r in records)
+
+
+def test_build_docker_downloads_once_and_removes_it(
+        downloads: list[Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    from mldeploy.container.image import build as build_mod
+
+    monkeypatch.setattr(build_mod, "docker_client", lambda: _Client({"python:3.11-slim"}))
+    lent: list[bool] = []
+
+    def assemble(opts: Any, work: Path, facts: Any, *_a: Any) -> Any:
+        lent.append((facts.path / "MLmodel").is_file())
+        raise BuildError("stop here")
+
+    monkeypatch.setattr(build_mod, "assemble_facts", assemble)
+    with pytest.raises(BuildError, match="stop here"):
+        build_mod.build_docker("models:/churn/3", "x:1")
+    assert lent == [True] and len(downloads) == 1 and not downloads[0].exists()
