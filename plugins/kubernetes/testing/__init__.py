@@ -37,6 +37,7 @@ class FakeCluster:
         self.namespace = namespace
         self.url = ""
         self.builds: list[Any] = []  # the ImageRequests build_image was given
+        self._image_dirs: list[str] = []  # the 'images': copies of their models
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._stop: asyncio.Event | None = None
@@ -58,6 +59,10 @@ class FakeCluster:
             self._loop.call_soon_threadsafe(self._stop.set)
         if self._thread is not None:
             self._thread.join(10)
+        import shutil
+
+        for directory in self._image_dirs:
+            shutil.rmtree(directory, ignore_errors=True)
 
     def _run(self) -> None:
         try:
@@ -109,9 +114,15 @@ class FakeCluster:
 
     def build_image(self, request: Any, log: Callable[[str], None]) -> str:
         """The image builder's stand-in (the :data:`mldeploy.images.Builder` seam): 'pushes'
-        ``request.reference`` holding the model (its directory's path)."""
+        ``request.reference`` holding a copy of the model (removed when the cluster stops)."""
+        import shutil
+        import tempfile
+
         self.builds.append(request)
-        self.push_image(request.reference, str(request.model_dir))
+        copy = tempfile.mkdtemp(prefix="mldeploy-fake-image-")  # the download is removed after
+        self._image_dirs.append(copy)
+        shutil.copytree(request.model_dir, copy, dirs_exist_ok=True)
+        self.push_image(request.reference, copy)
         log(f"pushed {request.reference}")
         return request.reference
 
