@@ -81,6 +81,28 @@ class ServedModel:
         return candidate.read_bytes() if candidate.is_file() else None
 
 
+_PACKAGES = {"sklearn": "scikit-learn", "cv2": "opencv-python-headless", "PIL": "pillow",
+             "yaml": "pyyaml", "skl2onnx": "skl2onnx"}
+
+
+def load_failure_hint(exc: BaseException) -> str | None:
+    """What to do when a model failed to load because a module is missing (a generic image, or
+    requirements the model did not declare); None for other failures."""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, ModuleNotFoundError) and cur.name:
+            top = cur.name.split(".")[0]
+            package = _PACKAGES.get(top, top)
+            return (f"the model needs the Python module {top!r}, which this environment lacks: "
+                    f"in a generic image (build-docker without -m) add it with --requirement "
+                    f"{package} (or -C build.requirements={package}), or build the model's own "
+                    "image with build-docker -m MODEL_URI, which installs its requirements")
+        cur = cur.__cause__ or cur.__context__
+    return None
+
+
 def fork_safe(model_dir: str | os.PathLike[str]) -> bool:
     """True when the model in ``model_dir`` (a local directory) can be loaded once and shared by
     forked workers: its flavors (from ``MLmodel``) are all in :data:`FORK_SAFE_FLAVORS`, besides
@@ -172,10 +194,14 @@ def _columns(meta: Any) -> tuple[Column, ...] | None:
 
 def _info(meta: Any, model_uri: str) -> dict[str, Any]:
     flavors = sorted(k for k in (meta.flavors or {}) if k != "python_function")
+    def text(name: str) -> str | None:  # YAML makes `model_uuid: 1234` an int (any size)
+        value = getattr(meta, name, None)
+        return None if value is None else str(value)
+
     return {
         "model_uri": model_uri,
-        "model_uuid": getattr(meta, "model_uuid", None),
-        "run_id": getattr(meta, "run_id", None),
+        "model_uuid": text("model_uuid"),
+        "run_id": text("run_id"),
         "flavors": flavors,
         # the versions the flavors were saved with ("sklearn=1.9.1"), from the MLmodel file
         "flavor_versions": ",".join(
@@ -184,6 +210,6 @@ def _info(meta: Any, model_uri: str) -> dict[str, Any]:
             for key, value in sorted(((meta.flavors or {}).get(name) or {}).items())
             if key.endswith("_version") and value
         ),
-        "mlflow_version": getattr(meta, "mlflow_version", None),
+        "mlflow_version": text("mlflow_version"),
         "signature": meta.signature is not None,
     }

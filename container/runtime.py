@@ -16,7 +16,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
 from . import protocol
-from .loader import ServedModel, load_model
+from .loader import ServedModel, load_failure_hint, load_model
 from .protocol import ProtocolError, Reply
 from .settings import ServerSettings
 
@@ -92,6 +92,9 @@ class ModelRuntime:
         except BaseException as exc:  # noqa: BLE001 - any failure stops the server, logged
             self.failure = f"{type(exc).__name__}: {exc}"
             _log.exception("model %s failed to load", self.settings.model_uri)
+            hint = load_failure_hint(exc)
+            if hint:
+                _log.error("%s", hint)
             self._on_failure(self)
             return
         # Move everything alive now (MLflow, pandas, the model) out of the collector's reach:

@@ -307,3 +307,71 @@ def test_mlserver_image_meets_the_same_contract(docker_engine: Any, build: Any) 
         assert resp.status_code == 200, resp.text
         assert resp.json()["predictions"] == _in_process_predictions()
         assert requests.get(f"{url}/v2/models/model/ready", timeout=5).status_code == 200
+
+
+FILES_IMAGE = "mldeploy-images-it/files:test"
+_LIST_FILES = """
+import json, os, sys
+out = {}
+for root, dirs, files in os.walk("/opt/ml/model"):
+    for name in files:
+        path = os.path.join(root, name)
+        st = os.stat(path)
+        try:
+            open(path, "rb").read(1)
+            readable = True
+        except PermissionError:
+            readable = False
+        out[os.path.relpath(path, "/opt/ml/model")] = [st.st_mode & 0o7777, st.st_uid, st.st_gid,
+                                                        readable]
+print(json.dumps(out))
+"""
+
+
+def test_the_image_holds_only_the_models_files_with_their_modes(
+        docker_engine: Any, build: Any, tmp_path: Path) -> None:
+    """#17: no dotfiles, .mldeployignore honoured, a 0600 file readable by the server's uid
+    10001 and by no one else; the image still serves (one model-only build on shared layers)."""
+    model = tmp_path / "model"
+    shutil.copytree(EXAMPLE, model)
+    (model / ".env").write_text("AWS_SECRET_ACCESS_KEY=abc\n")
+    (model / ".env").chmod(0o600)
+    (model / ".git").mkdir()
+    (model / ".git" / "config").write_text("url = https://x:ghp_TOKEN@github.com/a/b\n")
+    (model / "private.bin").write_bytes(b"secret")
+    (model / "private.bin").chmod(0o600)
+    (model / "big.ckpt").write_bytes(b"x" * 1000)
+    (model / ".mldeployignore").write_text("*.ckpt\n")
+    build(str(model), FILES_IMAGE)
+    try:
+        def listing(user: str) -> dict[str, Any]:
+            raw = docker_engine.containers.run(
+                FILES_IMAGE, ["-c", _LIST_FILES], entrypoint=["/opt/mldeploy/venv/bin/python"],
+                user=user, network_mode="none", remove=True)
+            return json.loads(raw.decode())
+
+        server = listing("10001:10001")
+        assert not [p for p in server if p.startswith(".") or p.endswith(".ckpt")]
+        assert {"MLmodel", "model.pkl", "private.bin"} <= set(server)
+        assert server["private.bin"] == [0o640, 0, 10001, True]
+        assert server["model.pkl"][0] & 0o004 and all(v[3] for v in server.values())
+        other = listing("20002:20002")
+        assert other["private.bin"][3] is False and other["MLmodel"][3] is True
+        with running(docker_engine, FILES_IMAGE) as (container, url):
+            _wait_ping(container, url)
+            resp = requests.post(f"{url}/invocations", json=_request_body(), timeout=30)
+            assert resp.status_code == 200, resp.text
+    finally:
+        docker_engine.images.remove(FILES_IMAGE, force=True)
+
+
+def test_a_missing_base_image_stops_before_the_build(docker_engine: Any, own_wheel: str) -> None:
+    """#15: a base that is not on the engine is never handed to the build (which would try a
+    pull and fail at step 1 with a network error)."""
+    started = time.monotonic()
+    with pytest.raises(BuildError) as info:
+        build_docker(str(EXAMPLE), "mldeploy-images-it/never:1",
+                     base_image="mldeploy-images-it/no-such-base:1", mldeploy_wheel=own_wheel)
+    assert "is not on this Docker engine" in info.value.message
+    assert "scripts/build-base-image.sh" in (info.value.hint or "")
+    assert time.monotonic() - started < 60

@@ -7,6 +7,7 @@ import os
 import stat
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -54,21 +55,21 @@ def test_dockerfile_layer_order_dependencies_before_model() -> None:
     text = _render()
     venv = text.index("COPY --from=deps /opt/mldeploy/venv")
     app = text.index("COPY --from=app /opt/mldeploy/lib")
-    model = text.index("COPY model/ /opt/ml/model/")
+    model = text.index("COPY --chown=0:10001 model/ /opt/ml/model/")
     model_label = text.index("io.mldeploy.model.uuid")
     assert venv < app < model < model_label
 
 
 def test_generic_dockerfile_has_no_model_copy() -> None:
     text = _render(model=False)
-    assert "COPY model/" not in text
+    assert " model/ /opt/ml/model/" not in text
     assert "mkdir -p /opt/ml/model" in text  # the mount point still exists
 
 
 def test_dockerfile_label_values_are_quoted_literally() -> None:
     text = _render(extra_labels={"team": 'a "b" $HOME \\ c'})
     assert 'team="a \\"b\\" \\$HOME \\\\ c"' in text
-    assert text.index('team="') > text.index("COPY model/")  # caller labels come last
+    assert text.index('team="') > text.index(" model/ /opt/ml/model/")  # caller labels come last
 
 
 @pytest.mark.parametrize("bad", ["python:3.11 slim", "img\nRUN rm -rf /", "", "a$b"])
@@ -359,7 +360,7 @@ def test_generic_context_and_explicit_python(offline_wheels: list[tuple[str, ...
                                           base_image="my/base:1")
     assert not (tmp_path / "g" / "model").exists() and not ctx.has_model
     assert ctx.python_version == "3.12" and ctx.base_image == "my/base:1"
-    assert "COPY model/" not in ctx.dockerfile.read_text()
+    assert " model/ /opt/ml/model/" not in ctx.dockerfile.read_text()
 
 
 def test_output_dir_must_be_empty_or_generated(offline_wheels: list[tuple[str, ...]],
@@ -524,14 +525,14 @@ def test_remote_model_is_downloaded_into_a_temporary_dir_and_removed(
 
     seen: list[Path] = []
 
-    def fake_resolve(uri: str, *, dst: str | None = None) -> Path:
-        assert uri == "models:/classifier/1" and dst is not None
+    def fake_download(found: Any, dst: Path) -> Path:  # what materialize() downloads with
+        assert found.uri == "models:/classifier/1"
         target = Path(dst) / "model"
         shutil.copytree(EXAMPLE, target)
         seen.append(target)
         return target
 
-    monkeypatch.setattr(mldeploy.model_uri, "resolve_model_uri", fake_resolve)
+    monkeypatch.setattr(mldeploy.model_uri, "_download", fake_download)
     ctx = context_mod.generate_dockerfile("models:/classifier/1", tmp_path / "r")
     assert (tmp_path / "r" / "model" / "MLmodel").is_file() and ctx.has_model
     assert ctx.labels["io.mldeploy.model.uri"] == "models:/classifier/1"

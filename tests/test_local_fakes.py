@@ -131,6 +131,7 @@ class FakeEngine(Engine):
     containers: dict[str, _Container] = field(default_factory=dict)
     fail_next: str | None = None
     builds: int = 0
+    requests: list = field(default_factory=list)
 
     def __post_init__(self) -> None:
         super().__init__(client=object())
@@ -138,13 +139,12 @@ class FakeEngine(Engine):
     def image_id(self, ref: str) -> str | None:
         return f"sha256:{abs(hash(ref)):x}" if ref in self.images else None
 
-    def build(self, model_uri: str, tag: str, *, log, **options) -> str:  # type: ignore[override]
-        from pathlib import Path
-
+    def build(self, request, log) -> str:  # type: ignore[override]
         self.builds += 1
-        self.images[tag] = Path(model_uri).name
-        log(f"built {tag}")
-        return self.image_id(tag) or ""
+        self.requests.append(request)
+        self.images[request.reference] = request.model_dir.name
+        log(f"built {request.reference}")
+        return self.image_id(request.reference) or ""
 
     def run(self, spec: ContainerSpec) -> ContainerInfo:
         answer = self.images.get(spec.image, spec.image)

@@ -1,6 +1,7 @@
 """The SageMaker target against moto (mock_aws) extended by mldeploy.testing's emulator."""
 
 import os
+from types import SimpleNamespace
 
 import boto3
 import pytest
@@ -680,7 +681,6 @@ def test_async_endpoint_invoke_goes_through_s3(make, session, model2):
 
 from mldeploy.errors import BuildError  # noqa: E402
 from mldeploy.plugins.sagemaker import _client as aws  # noqa: E402
-from mldeploy.plugins.sagemaker.config import Engine  # noqa: E402
 
 ECR = "123456789012.dkr.ecr.us-east-1.amazonaws.com"
 
@@ -746,7 +746,7 @@ def test_without_image_uri_the_model_image_is_built_pushed_once_and_deployed(
     dep = build_make().create("ep", MODEL)
     (image,) = images.built
     ref = f"{ECR}/mldeploy/ep:{image.tag}"
-    assert images.pushed == [ref] and image.options.engine is Engine.FLASK
+    assert images.pushed == [ref] and image.options.effective()["engine"] == "flask"
     container = container_of(session, dep)
     assert container["Image"] == ref and "ModelDataUrl" not in container  # the model is inside
     assert {r.kind for r in dep.resources} == {"endpoint", "endpoint-config", "model"}
@@ -763,7 +763,7 @@ def test_without_image_uri_the_model_image_is_built_pushed_once_and_deployed(
     assert images.pushed[-1] != ref
     assert build_make().replace("ep", model2).details == dep.details  # unchanged: nothing new
     dep = build_make(build={"engine": "mlserver"}).replace("ep", model2)
-    assert len(images.built) == 3 and images.built[-1].options.engine is Engine.MLSERVER
+    assert len(images.built) == 3 and images.built[-1].options.engine == "mlserver"
     assert container_of(session, dep)["Image"] == images.pushed[-1]
     assert len(set(images.pushed)) == 3
     assert {r.id for r in dep.resources} | {f"s3://{BUCKET}"} == sagemaker_inventory(session)
@@ -884,10 +884,12 @@ def test_default_builder_labels_the_image_with_the_users_model_uri(
         session, images, events, monkeypatch):
     """The build runs on the downloaded directory; the label must name what the user deployed."""
     import mldeploy.container.image as image_api
-    from mldeploy.plugins.sagemaker import _image
+    from mldeploy.images import BuildOptions, ImageRequest, docker_build
 
     calls = []
-    monkeypatch.setattr(image_api, "build_docker", lambda src, **kw: calls.append((src, kw)))
+    built = SimpleNamespace(image_id="sha256:" + "b" * 64)  # what the builder returns
+    monkeypatch.setattr(image_api, "build_docker",
+                        lambda src, **kw: calls.append((src, kw)) or built)
     uri = "file://" + MODEL  # resolves to the directory MODEL: the label must keep the URI
     clients = aws.Clients(session, push_image=images.push)  # default builder
     SageMakerTarget({**BASE, "image_uri": None}, clients=clients,
@@ -897,9 +899,9 @@ def test_default_builder_labels_the_image_with_the_users_model_uri(
     assert kw["name"] == images.pushed[0] and kw["engine"] == "flask"
     # credentials in the URI never reach the image
     calls.clear()
-    image = _image.ImageBuild(ECR, "r", "t", example_model_dir(), _image.BuildConfig(),
-                              "us-east-1", "https://alice:s3cr3t@mlflow.example/models/churn")
-    _image.docker_build(image, events.append)
+    image = ImageRequest(f"{ECR}/r:t", example_model_dir(),
+                         "https://alice:s3cr3t@mlflow.example/models/churn", BuildOptions(), "t")
+    docker_build(image, events.append)
     assert calls[0][1]["labels"] == {
         "io.mldeploy.model.uri": "https://***@mlflow.example/models/churn"}
 

@@ -94,7 +94,12 @@ def busy_ports(host: str, wanted: tuple[int, ...]) -> list[int]:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 probe.bind((host, port))
+            except socket.gaierror:
+                raise HostError(f"--host {host!r} is not an address or a name this machine "
+                                "resolves") from None
             except OSError as exc:
+                if exc.errno == errno.EADDRNOTAVAIL:
+                    raise HostError(f"--host {host} is not an address of this machine") from None
                 if exc.errno != errno.EADDRINUSE:
                     raise
                 busy.append(port)
@@ -110,12 +115,20 @@ def busy_message(settings: ServerSettings, busy: list[int]) -> str:
         extra = f" (the {engine.name} engine also needs --port {roles})"
     return (f"port {', '.join(map(str, busy))} on {settings.host} is in use by another "
             f"process{extra}")
+class HostError(Exception):
+    """The address to listen on is not one of this machine's."""
 
 
 def run(settings: ServerSettings) -> int:
-    """Run the configured engine; returns the exit code (2: a port it needs is taken)."""
+    """Run the configured engine; returns the exit code (2: a port it needs is taken, or
+    ``host`` is not an address of this machine)."""
     configure_logging(settings.log_level)
-    busy = busy_ports(settings.host, ports(settings))
+    try:
+        busy = busy_ports(settings.host, ports(settings))
+    except HostError as exc:
+        _log.error("%s: listen on one of its own addresses (127.0.0.1, the default; 0.0.0.0 "
+                   "for all of them)", exc)
+        return 2
     if busy:
         _log.error("%s: stop it or choose another --port / SAGEMAKER_BIND_TO_PORT",
                    busy_message(settings, busy))

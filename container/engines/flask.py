@@ -19,7 +19,7 @@ import orjson
 from flask import Flask, Response, request
 
 from .. import environment, metrics
-from ..loader import ServedModel, fork_safe, load_model
+from ..loader import ServedModel, fork_safe, load_failure_hint, load_model
 from ..protocol import STATUS, ProtocolError, Reply, error_body
 from ..runtime import LOAD_FAILED_EXIT_CODE, ModelRuntime, PredictionTimeout, printable, request_id
 from ..settings import ServerSettings
@@ -213,8 +213,11 @@ def preload_model(settings: ServerSettings, listeners: Sequence[Any]) -> ServedM
     except _StopLoading:
         _log.info("stopped while loading the model")
         raise SystemExit(0) from None
-    except Exception:
+    except Exception as exc:
         _log.exception("model %s failed to load", settings.model_uri)
+        hint = load_failure_hint(exc)
+        if hint:
+            _log.error("%s", hint)
         raise SystemExit(LOAD_FAILED_EXIT_CODE) from None
     finally:
         for sig, handler in previous.items():

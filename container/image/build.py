@@ -7,6 +7,8 @@ log, and a hint for the usual causes.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import re
 import shutil
 import tempfile
@@ -17,8 +19,9 @@ from typing import Any
 
 from mldeploy.errors import BuildError, ConfigError, MissingExtraError
 
-from .context import assemble
-from .options import BuildResult, ImageOptions
+from . import requirements
+from .context import assemble_facts, choose_base
+from .options import BASE_IMAGE_ENV, BuildResult, ImageOptions, default_base_image
 from .wheelhouse import scrub
 
 Log = Callable[[str], None]
@@ -37,6 +40,8 @@ _HINTS = (
      "load it first (scripts/build-base-image.sh) and pass --base-image"),
     ("manifest unknown", "the base image is not on this engine and cannot be pulled: pass "
      "--base-image with a local image"),
+    ("no such host", "no registry is reachable: build a base image offline with "
+     f"scripts/build-base-image.sh and pass --base-image (or set {BASE_IMAGE_ENV})"),
     ("no space left on device", "free disk space for the Docker engine (docker system prune)"),
 )
 
@@ -61,13 +66,49 @@ def docker_client(timeout: int = 600) -> Any:
     return client
 
 
-def probe_python(client: Any, image: str) -> str | None:
-    """The ``major.minor`` of ``python3`` in a local ``image``; None if absent or unknown."""
-    from docker.errors import DockerException, ImageNotFound
+def image_present(client: Any, image: str) -> bool:
+    """True when ``image`` is on the engine (no pull is tried)."""
+    from docker.errors import ImageNotFound
 
     try:
         client.images.get(image)
     except ImageNotFound:
+        return False
+    return True
+
+
+def offline_hint(image: str) -> str:
+    return (f"build a base offline with scripts/build-base-image.sh (it prints the image's "
+            f"name), then pass --base-image NAME (-C build.base_image=NAME on a target) or set "
+            f"{BASE_IMAGE_ENV}=NAME once; where a registry is reachable, `docker pull {image}` "
+            "or build-docker --pull")
+
+
+def ensure_base(client: Any, image: str, *, pull: bool, log: Log) -> None:
+    """Stop before the build when the base image is not on the engine (the build would try a
+    pull and fail at step 1 with a network error); ``pull`` pulls it first, saying so."""
+    if image_present(client, image):
+        return
+    if not pull:
+        raise BuildError(f"the base image {image} is not on this Docker engine",
+                         hint=offline_hint(image))
+    from docker.errors import DockerException
+
+    log(f"pulling {image}")
+    repository, _, tag = image.rpartition(":") if ":" in image.rsplit("/", 1)[-1] \
+        else (image, "", "latest")
+    try:
+        client.images.pull(repository, tag=tag or "latest")
+    except DockerException as exc:
+        raise BuildError(f"cannot pull the base image {image}: {scrub(str(exc))[:300]}",
+                         hint=offline_hint(image)) from None
+
+
+def probe_python(client: Any, image: str) -> str | None:
+    """The ``major.minor`` of ``python3`` in a local ``image``; None if absent or unknown."""
+    from docker.errors import DockerException
+
+    if not image_present(client, image):
         return None
     container = None
     try:  # create + start, not run(remove=True): that leaves the container when start fails
@@ -181,6 +222,12 @@ def run_build(
     return steps.image_id, steps.cached, steps.total
 
 
+GENERIC_NOTE = ("a generic image (no -m) holds mldeploy's runtime only: a model that needs a "
+                "library (scikit-learn, xgboost, ...) fails to load in it with 'No module named "
+                "...'; add it with --requirement (e.g. --requirement scikit-learn==1.5.2) or bake "
+                "the model in with -m")
+
+
 def build_docker(
     model_uri: str | None = None,
     name: str = "mldeploy-model",
@@ -188,6 +235,7 @@ def build_docker(
     push_to: str | None = None,
     push_region: str | None = None,
     keep_context: str | None = None,
+    pull: bool = False,
     log: Log | None = None,
     **options: Any,
 ) -> BuildResult:
@@ -195,10 +243,12 @@ def build_docker(
 
     ``options`` are :class:`ImageOptions` fields (``engine``, ``base_image``, ``env_manager``,
     ``platform``, ``python_version``, ``extra_requirements``, ``labels``, ``network_mode``,
-    ``no_cache``, ``cache_dir``, ``mldeploy_wheel``). ``push_to`` pushes the image to that
-    repository URI afterwards (see :func:`push_image`; ``push_region`` is its AWS region);
-    ``keep_context`` keeps the build context in that directory. Raises ``BuildError``
-    (resolution, build, push), ``ConfigError``, ``ModelUriError``.
+    ``no_cache``, ``cache_dir``, ``mldeploy_wheel``, ``include_dotfiles``). ``push_to`` pushes
+    the image to that repository URI afterwards (see :func:`push_image`; ``push_region`` is its
+    AWS region); ``keep_context`` keeps the build context in that directory. A base image that
+    is not on the engine stops the build before it starts, unless ``pull`` (then it is pulled,
+    with a ``pulling IMAGE`` line). A remote model is downloaded once and removed afterwards.
+    Raises ``BuildError`` (resolution, build, push), ``ConfigError``, ``ModelUriError``.
     """
     say: Log = log or (lambda _m: None)
     labels = options.pop("labels", ())
@@ -207,10 +257,14 @@ def build_docker(
     extra = tuple(options.pop("extra_requirements", ()) or ())
     opts = ImageOptions(model_uri=model_uri, name=name, labels=tuple(labels),
                         extra_requirements=extra, **options)
+    if opts.base_image is None and default_base_image():
+        opts = dataclasses.replace(opts, base_image=default_base_image())
+        say(f"base image {opts.base_image} (from ${BASE_IMAGE_ENV})")
     started = time.monotonic()
     client = docker_client()
     base_python = None
     if opts.base_image:
+        ensure_base(client, opts.base_image, pull=pull, log=say)
         base_python = probe_python(client, opts.base_image)
         if base_python:
             say(f"base image {opts.base_image} has Python {base_python}")
@@ -222,7 +276,18 @@ def build_docker(
             )
     work = Path(keep_context) if keep_context else Path(tempfile.mkdtemp(prefix="mldeploy-ctx-"))
     try:
-        ctx = assemble(opts, work, base_python=base_python, log=say)
+        with contextlib.ExitStack() as stack:
+            facts = None
+            if opts.model_uri is not None:
+                from mldeploy.model_uri import materialize
+
+                facts = requirements.read_model(stack.enter_context(materialize(opts.model_uri)))
+            _, base_image = choose_base(opts, facts, base_python)
+            if base_image != opts.base_image:  # the default (or $MLDEPLOY_BASE_IMAGE)
+                ensure_base(client, base_image, pull=pull, log=say)
+            if facts is None and not extra:
+                say(f"note: {GENERIC_NOTE}")
+            ctx = assemble_facts(opts, work, facts, base_python, say)
         for note in ctx.notes:
             say(f"note: {note}")
         say(f"building {opts.name} from {ctx.base_image} (network: {opts.network_mode})")

@@ -10,7 +10,8 @@ Three stages, written for the legacy builder too (no ``# syntax=`` line, no Buil
           every source file on an overlay filesystem to validate it (~0.2 s of a cold start).
 ``app``   mldeploy's own wheel, unpacked into ``/opt/mldeploy/lib`` (a ``.pth`` file puts it on
           the venv's path), so a change to mldeploy rebuilds a small layer only.
-final     the base image + the venv + mldeploy + the model at ``/opt/ml/model``, in that order:
+final     the base image + the venv + mldeploy + the model at ``/opt/ml/model`` (owned by root,
+          group 10001, modes as :mod:`.model_files` sets them), in that order:
           a model-only change rebuilds only the last layers. No pip, wheelhouse or caches; runs as
           uid 10001 with ``HOME=/tmp`` (the only writable path it needs, as on SageMaker
           Serverless); exec-form entrypoint so SIGTERM reaches the server.
@@ -91,7 +92,7 @@ LABEL {runtime_labels}
 """
 
 _MODEL = """\
-COPY model/ /opt/ml/model/
+COPY --chown=0:{uid} model/ /opt/ml/model/
 LABEL {model_labels}
 """
 
@@ -137,7 +138,8 @@ def render(
         runtime_labels=_labels({SAGEMAKER_PORT_LABEL: "true", **runtime_labels}),
     )
     if model_labels is not None:
-        text += _MODEL.format(model_labels=_labels(model_labels) or 'io.mldeploy.model="yes"')
+        text += _MODEL.format(uid=APP_UID,
+                              model_labels=_labels(model_labels) or 'io.mldeploy.model="yes"')
     extra = f"LABEL {_labels(extra_labels)}\n" if extra_labels else ""
     return text + _FOOTER.format(
         uid=APP_UID, entrypoint=json.dumps(ENTRYPOINT), extra_labels=extra

@@ -18,6 +18,8 @@ ENGINES = ENGINE_NAMES
 ENV_MANAGERS = ("virtualenv", "local")
 PLATFORMS = {"linux/amd64": "x86_64", "linux/arm64": "aarch64"}
 DEFAULT_IMAGE_NAME = "mldeploy-model"
+#: Set once for a machine without a registry (``scripts/build-base-image.sh`` prints a name).
+BASE_IMAGE_ENV = "MLDEPLOY_BASE_IMAGE"
 # The highest glibc whose manylinux wheels may go into an image (Debian bookworm: 2.36, the
 # python:3.x-slim images and the offline base image).
 DEFAULT_GLIBC = (2, 36)
@@ -39,16 +41,23 @@ def default_cache_dir() -> Path:
     return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "mldeploy"
 
 
+def default_base_image() -> str | None:
+    """``$MLDEPLOY_BASE_IMAGE`` when set, else None (``python:<python>-slim``)."""
+    return os.environ.get(BASE_IMAGE_ENV, "").strip() or None
+
+
 @dataclass(frozen=True)
 class ImageOptions:
     """What goes into an image.
 
     ``model_uri`` None builds a generic image that serves whatever is mounted at ``/opt/ml/model``.
-    ``base_image`` None means ``python:<python_version>-slim``. ``python_version`` (``"3.11"``)
+    ``base_image`` None means ``$MLDEPLOY_BASE_IMAGE``, else ``python:<python_version>-slim``.
+    ``python_version`` (``"3.11"``)
     None means the base image's (probed when building) or else the model's. ``env_manager``
     ``virtualenv`` installs the model's pinned requirements; ``local`` pins them to the versions
     installed in the calling Python environment instead. ``extra_requirements`` are added to the
     model's. ``mldeploy_wheel`` None builds mldeploy's wheel from its source tree.
+    ``include_dotfiles`` copies the model's dotfiles too (see :mod:`.model_files`).
     """
 
     model_uri: str | None = None
@@ -64,6 +73,7 @@ class ImageOptions:
     network_mode: str = "none"
     no_cache: bool = False
     cache_dir: str | None = None
+    include_dotfiles: bool = False
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:

@@ -65,7 +65,13 @@ def read_model(path: Path) -> ModelFacts:
         raise NotAnMlflowModelError(
             f"cannot read {mlmodel}: {type(exc).__name__}", hint="check the model's MLmodel file"
         ) from None
+    if not isinstance(meta, dict):
+        raise NotAnMlflowModelError(f"{mlmodel} is not a mapping of MLmodel fields",
+                                    hint="check the model's MLmodel file")
     flavors = meta.get("flavors") or {}
+    if not isinstance(flavors, dict):
+        raise NotAnMlflowModelError(f"{mlmodel}: 'flavors' is not a mapping",
+                                    hint="check the model's MLmodel file")
     pyfunc = flavors.get("python_function") or {}
     lines, source = _requirement_lines(path, pyfunc)
     python_version = pyfunc.get("python_version")
@@ -74,13 +80,18 @@ def read_model(path: Path) -> ModelFacts:
         python_version = (_load_yaml(env_file) or {}).get("python") or python_version
     return ModelFacts(
         path=path,
-        python_version=str(python_version) if python_version else None,
-        mlflow_version=meta.get("mlflow_version"),
-        model_uuid=meta.get("model_uuid"),
+        python_version=_text(python_version),
+        mlflow_version=_text(meta.get("mlflow_version")),
+        model_uuid=_text(meta.get("model_uuid")),
         flavors=tuple(sorted(k for k in flavors if k != "python_function")),
         requirement_lines=tuple(lines),
         source=source,
     )
+
+
+def _text(value: Any) -> str | None:
+    """An MLmodel field as text: YAML makes ``model_uuid: 1234`` an int, ``2.10`` a float."""
+    return None if value is None or value == "" else str(value)
 
 
 def _load_yaml(path: Path) -> Any:

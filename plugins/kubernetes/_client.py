@@ -31,14 +31,16 @@ KINDS = {
 }
 _SA_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
-ImageBuilder = Callable[[str, str, Callable[[str], None]], str]
+# mldeploy.images.Builder: (ImageRequest, log) -> the reference to run (built and pushed)
+ImageBuilder = Callable[[Any, Callable[[str], None]], str]
 
 
 @dataclass
 class Clients:
     """What a target talks to: ``api`` a ``kubernetes.client.ApiClient``; ``namespace`` the
-    kubeconfig context's namespace; ``build_image(model_uri, reference, log) -> image`` builds
-    and pushes a serving image (None: the image builder with Docker)."""
+    kubeconfig context's namespace; ``build_image(request, log) -> image`` (the image service's
+    builder seam, :data:`mldeploy.images.Builder`) builds and pushes a serving image (None: the
+    image builder with Docker)."""
 
     api: Any
     namespace: str | None = None

@@ -8,11 +8,12 @@ it reports one), so the same model is built and pushed once and a changed model 
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from pathlib import Path
 
+from mldeploy import images
 from mldeploy.errors import ConfigError
+from mldeploy.images import BuildOptions, ImageRequest
 from mldeploy.plugins.kubernetes.config import KubernetesConfig
 from mldeploy.plugins.kubernetes.manifests import Model, model_version
 
@@ -21,17 +22,11 @@ _REMOTE = ("models:/", "runs:/", "s3://", "gs://", "wasbs://", "abfss://", "http
            "dbfs:/", "hdfs://", "mlflow-artifacts:/")
 
 
-def model_digest(path: Path) -> str:
-    """The sha256 of a model directory's files and names (what goes into the image)."""
-    h = hashlib.sha256()
-    for f in sorted(p for p in path.rglob("*") if p.is_file()):
-        h.update(str(f.relative_to(path)).encode() + b"\0" + f.read_bytes() + b"\0")
-    return h.hexdigest()
-
-
 def _local_digest(model_uri: str) -> str | None:
     path = Path(model_uri.removeprefix("file://")).expanduser()
-    return model_digest(path) if not model_uri.startswith(_REMOTE) and path.is_dir() else None
+    if model_uri.startswith(_REMOTE) or not path.is_dir():
+        return None
+    return images.model_digest(path)
 
 
 def reference(cfg: KubernetesConfig, name: str, digest: str) -> str:
@@ -43,34 +38,37 @@ def reference(cfg: KubernetesConfig, name: str, digest: str) -> str:
     return f"{cfg.registry.rstrip('/')}/{name}:{digest[:12]}"
 
 
-def resolve(cfg: KubernetesConfig, name: str, model_uri: str, *, build: ImageBuilderLike | None,
+def resolve(cfg: KubernetesConfig, name: str, model_uri: str, *, build: images.Builder | None,
             log: Log) -> Model:
-    """The :class:`Model` to deploy. ``build`` None: plan only (the image reference the build
-    would produce, nothing built or pushed)."""
+    """The :class:`Model` to deploy. ``build`` (the image service's builder seam; here it also
+    pushes and returns the reference to run) None: plan only (the image reference the build
+    would produce, nothing built or pushed). The model is downloaded once and removed."""
     if cfg.image:
         return Model(model_uri, model_version(model_uri, _local_digest(model_uri)), cfg.image)
     if cfg.model_source.value == "uri":
         raise ConfigError("model_source=uri needs -C image=IMAGE (a generic serving image)")
-    from mldeploy.model_uri import resolve_model_uri
+    from mldeploy.model_uri import materialize
 
-    digest = model_digest(resolve_model_uri(model_uri))
-    ref = reference(cfg, name, digest)
-    image = build(model_uri, ref, log) if build is not None else ref
-    return Model(model_uri, model_version(model_uri, digest), image)
+    options = cfg.build or BuildOptions()
+    reference(cfg, name, "")  # no registry: say so before any download
+    with materialize(model_uri) as model_dir:
+        req = images.request(model_dir, model_uri, options,
+                             lambda digest: reference(cfg, name, digest))
+        image = build(req, log) if build is not None else req.reference
+    return Model(model_uri, model_version(model_uri, req.model_digest), image)
 
 
-ImageBuilderLike = Callable[[str, str, Log], str]
+def docker_builder(req: ImageRequest, log: Log) -> str:
+    """Build the model's image with the image builder (Docker) and push it; returns the pushed
+    reference, pinned by the registry's digest when it reports one."""
+    from mldeploy.container.image import push_image
 
-
-def docker_builder(model_uri: str, ref: str, log: Log) -> str:
-    """Build the model's image with the image builder (Docker) and push it to ``ref``."""
-    from mldeploy.container.image import build_docker, push_image
-
-    build_docker(model_uri, name=ref, log=log)
+    images.docker_build(req, log)
+    ref = req.reference
     pushed = push_image(ref, ref, use_ecr=".dkr.ecr." in ref, log=log)
     if pushed.digest:
         return f"{pushed.repository_uri}@{pushed.digest}"
     return pushed.reference
 
 
-__all__ = ["docker_builder", "model_digest", "reference", "resolve"]
+__all__ = ["docker_builder", "reference", "resolve"]

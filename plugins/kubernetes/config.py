@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass, field
 
 from mldeploy.errors import ConfigError
+from mldeploy.images import BuildOptions
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 # Service names are DNS-1035 labels: they must start with a letter.
@@ -73,6 +74,9 @@ class KubernetesConfig:
         "help": "serving image to run; default: build one with the image builder and push it"})
     registry: str | None = field(default=None, metadata={
         "help": "repository for built images, e.g. ghcr.io/me/models (needed without image)"})
+    build: BuildOptions | None = field(default=None, metadata={
+        "help": "image builder options when no image is given, e.g. -C build.engine=mlserver "
+                "(the same build.* keys on every target)"})
     model_source: ModelSource = field(default=ModelSource.IMAGE, metadata={
         "help": "image: the model is in the image; uri: the container loads the model URI"})
     image_pull_policy: PullPolicy = PullPolicy.IF_NOT_PRESENT

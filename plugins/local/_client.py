@@ -13,10 +13,13 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mldeploy.errors import TargetError
 from mldeploy.plugins.local.errors import docker_errors, scrub
+
+if TYPE_CHECKING:
+    from mldeploy.images import ImageRequest
 
 
 @dataclass(frozen=True)
@@ -106,12 +109,12 @@ class Engine:
             except ImageNotFound:
                 return None
 
-    def build(self, model_uri: str, tag: str, *, log: Callable[[str], None],
-              **options: Any) -> str:
-        """Build the model's serving image as ``tag`` (the image builder); return its id."""
-        from mldeploy.container.image import build_docker
+    def build(self, request: ImageRequest, log: Callable[[str], None]) -> str:
+        """Build ``request`` (the :data:`mldeploy.images.Builder` seam; fakes override it) on
+        this engine; return the image id."""
+        from mldeploy.images import docker_build
 
-        return build_docker(model_uri, name=tag, log=log, **options).image_id
+        return docker_build(request, log)
 
     # -- containers -------------------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""Names and labels of what the local target creates, and the content hash of a model's image.
+"""Names and labels of what the local target creates, and the tag of a model's image.
 
 Everything carries the ``mldeploy-local-`` prefix and the ``io.mldeploy.local.*`` labels, so the
 target only ever finds and removes its own containers. ``home`` (a hash of the state directory)
@@ -43,28 +43,10 @@ def endpoint_filter(home: str, endpoint: str | None = None) -> dict[str, str]:
     return labels
 
 
-def _hash_tree(h: hashlib._Hash, root: Path, suffixes: tuple[str, ...] | None = None,
-               skip: tuple[str, ...] = ()) -> None:
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        rel = path.relative_to(root).parts
-        if "__pycache__" in rel or rel[0] in skip or (suffixes and path.suffix not in suffixes):
-            continue
-        h.update(str(path.relative_to(root)).encode() + b"\0")
-        h.update(path.read_bytes() + b"\0")
-
-
-def image_tag(model_dir: Path, *, engine: str, base_image: str | None) -> str:
-    """``mldeploy-local-model:<hash>`` of what decides how the image serves: the model's files,
-    the serving code of this mldeploy (not the image builder's), the engine and the base image."""
-    import mldeploy
-    import mldeploy.container
-
-    h = hashlib.sha256()
-    _hash_tree(h, Path(model_dir))
-    _hash_tree(h, Path(mldeploy.container.__file__).parent, (".py",), skip=("image",))
-    version = getattr(mldeploy, "__version__", "")
-    h.update(f"\0{engine}\0{base_image or ''}\0{version}".encode())
-    return f"{IMAGE_REPO}:{h.hexdigest()[:16]}"
+def image_tag(digest: str) -> str:
+    """``mldeploy-local-model:<digest>`` of the model's image; ``digest`` is
+    :func:`mldeploy.images.content_digest` (model files, serving code, build options, version)."""
+    return f"{IMAGE_REPO}:{digest[:16]}"
 
 
 __all__ = ["IMAGE_REPO", "LABEL", "LABEL_CONTENT", "LABEL_ENDPOINT", "LABEL_HOME",

@@ -58,6 +58,7 @@ class EndpointState:
     created: float = field(default_factory=time.time)
     variants: tuple[VariantState, ...] = ()
     limits: dict[str, Any] = field(default_factory=dict)  # memory, cpus, workers
+    build: dict[str, Any] = field(default_factory=dict)  # the image's build options (effective)
 
     @property
     def client_host(self) -> str:

@@ -14,7 +14,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from mldeploy import images
 from mldeploy.errors import MldeployError, TargetError
+from mldeploy.images import BuildOptions
 from mldeploy.plugins.local import _gateway_ctl as gw
 from mldeploy.plugins.local._client import ContainerSpec, Engine, Unhealthy, free_port
 from mldeploy.plugins.local._resources import (
@@ -67,10 +69,18 @@ def limits(config: LocalConfig, previous: dict[str, object] | None) -> dict[str,
     }
 
 
-def ensure_image(engine: Engine, config: LocalConfig, model_uri: str,
-                 say: Say) -> tuple[str, str]:
-    """The image to run: ``config.image`` as it is, else the model's content-hashed image,
-    built once (``config.rebuild`` forces a build). Returns (reference, image id)."""
+def build_options(config: LocalConfig, remembered: dict[str, object] | None) -> BuildOptions:
+    """The build options of this run: those given now, else the endpoint's (``remembered``)."""
+    return config.build_options().over(remembered)
+
+
+def ensure_image(engine: Engine, config: LocalConfig, model_uri: str, say: Say,
+                 remembered: dict[str, object] | None = None,
+                 ) -> tuple[str, str, BuildOptions | None]:
+    """The image to run: ``config.image`` as it is, else the model's content-tagged image,
+    built once (``config.rebuild`` forces a build) with the build options given now, else the
+    endpoint's (``remembered``). Returns (reference, image id, the build options used; None for
+    ``config.image``). A remote model is downloaded once and removed again."""
     if config.image:
         iid = engine.image_id(config.image)
         if iid is None:
@@ -78,20 +88,18 @@ def ensure_image(engine: Engine, config: LocalConfig, model_uri: str,
 
             raise ConfigError(f"image {config.image!r} is not on the local Docker engine",
                               hint="build or load it first, or drop -C image to build one")
-        return config.image, iid
-    from mldeploy.model_uri import resolve_model_uri
+        return config.image, iid, None
+    from mldeploy.model_uri import materialize
 
-    model_dir = resolve_model_uri(model_uri)
-    tag = image_tag(model_dir, engine=config.engine, base_image=config.base_image)
-    iid = None if config.rebuild else engine.image_id(tag)
-    if iid is not None:
-        say(f"image {tag} is built already")
-        return tag, iid
-    say(f"building image {tag}")
-    options: dict[str, object] = {"engine": config.engine, "labels": {LABEL: "1"}}
-    if config.base_image:
-        options["base_image"] = config.base_image
-    return tag, engine.build(str(model_dir), tag, log=say, **options)
+    options = build_options(config, remembered)
+    with materialize(model_uri) as model_dir:
+        req = images.request(model_dir, model_uri, options, image_tag, labels={LABEL: "1"})
+        iid = None if config.rebuild else engine.image_id(req.reference)
+        if iid is not None:
+            say(f"image {req.reference} is built already")
+            return req.reference, iid, options
+        say(f"building image {req.reference} ({options.describe()})")
+        return req.reference, engine.build(req, say), options
 
 
 def start_variant(engine: Engine, config: LocalConfig, *, home: str, endpoint: str,
@@ -208,5 +216,5 @@ def retire(engine: Engine, state: EndpointState, containers: list[str], *, drain
     return failed
 
 
-__all__ = ["StartFailed", "ensure_image", "limits", "retire", "start_variant",
+__all__ = ["StartFailed", "build_options", "ensure_image", "limits", "retire", "start_variant",
            "switch"]

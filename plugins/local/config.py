@@ -15,6 +15,7 @@ from pathlib import Path
 
 from mldeploy.container.engines import ENGINE_NAMES
 from mldeploy.errors import ConfigError
+from mldeploy.images import BuildOptions, merge_aliases
 
 DEFAULT_VARIANT = "primary"
 ENGINES = ENGINE_NAMES
@@ -64,10 +65,13 @@ class LocalConfig:
         "min": 0.0, "help": "traffic weight of the variant that add creates"})
     image: str | None = field(default=None, metadata={
         "help": "serve this local image instead of building one from the model"})
+    build: BuildOptions = field(default_factory=BuildOptions, metadata={
+        "help": "image builder options (-C build.base_image=..., build.engine=..., the same keys "
+                "on every target); an endpoint keeps the ones it was created with"})
     base_image: str | None = field(default=None, metadata={
-        "help": "base image for the build (default: the image builder's)"})
-    engine: str = field(default="flask", metadata={"choices": ENGINES,
-                                                   "help": "serving engine in the image"})
+        "help": "older name of build.base_image"})
+    engine: str | None = field(default=None, metadata={
+        "choices": ENGINES, "help": "older name of build.engine"})
     rebuild: bool = field(default=False, metadata={
         "help": "build the model's image even if one for the same content exists"})
     env: dict[str, str] = field(default_factory=dict, metadata={
@@ -100,8 +104,14 @@ class LocalConfig:
         for key in self.env:
             if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key):
                 raise ConfigError(f"config env.{key} is not a valid environment variable name")
+        self.build_options()  # the two spellings of a key must agree
         if self.image is not None and not self.image.strip():
             raise ConfigError("config image is empty", hint="give a local image reference")
+
+    def build_options(self) -> BuildOptions:
+        """``build`` with the older top-level ``engine`` / ``base_image`` keys folded in."""
+        return merge_aliases(self.build, "local config", engine=self.engine,
+                             base_image=self.base_image)
 
     def resolved_state_dir(self) -> Path:
         return Path(self.state_dir).expanduser() if self.state_dir else default_state_dir()

@@ -157,17 +157,18 @@ class LocalTarget(Target):
         """Start ``vname`` serving ``model_uri``, then route to it together with ``kept``; each
         container, state file and gateway is recorded in ``tx`` as it is made."""
         c = self.config
-        image = ro.ensure_image(self.engine, c, model_uri, self._say)
+        *image, built_with = ro.ensure_image(self.engine, c, model_uri, self._say, base.build)
         lim = ro.limits(c, base.limits)
         new_variant = ro.start_variant(
             self.engine, c, home=self.home, endpoint=base.name, variant=vname,
-            model_uri=model_uri, weight=weight, image=image, lim=lim, tx=tx,
+            model_uri=model_uri, weight=weight, image=tuple(image), lim=lim, tx=tx,
             timeout=tx.timeout, say=self._say, log_dir=self.store.log_dir(base.name))
         order = [v.name for v in (old.variants if old else ())]
         variants = sorted((*kept, new_variant),
                           key=lambda v: order.index(v.name) if v.name in order else 1 << 30)
+        build = built_with.effective() if built_with is not None else base.build
         new = dataclasses.replace(base, generation=base.generation + (old is not None),
-                                  variants=tuple(variants), limits=lim)
+                                  variants=tuple(variants), limits=lim, build=build)
         new = ro.switch(self.store, old, new, tx, self._say)
         failed = ro.retire(self.engine, new, list(retire or []), drain=c.drain_timeout,
                            stop_timeout=c.stop_timeout, say=self._say)
@@ -280,6 +281,7 @@ class LocalTarget(Target):
         details = {"state": "running" if live else "stopped", "gateway_pid": state.gateway_pid,
                    "state_file": str(self.store.path(state.name)), "containers": containers,
                    "limits": {k: v for k, v in state.limits.items() if v is not None},
+                   "build": dict(state.build),
                    "invocations_url": f"{state.url}/invocations" if state.url else None,
                    "requests": (live or {}).get("requests")}
         return Deployment(
@@ -324,18 +326,31 @@ class LocalTarget(Target):
         if c.image:
             changes = [Change(Action.KEEP, Resource("image", c.image), "given with -C image")]
         else:
-            from mldeploy.model_uri import resolve_model_uri
+            from mldeploy import images
+            from mldeploy.model_uri import materialize
 
-            tag = image_tag(resolve_model_uri(model_uri), engine=c.engine,
-                            base_image=c.base_image)
+            given = c.build_options().given()
+            options = ro.build_options(c, state.build if state else None)
+            with materialize(model_uri) as model_dir:
+                tag = images.request(model_dir, model_uri, options, image_tag).reference
             exists = not c.rebuild and self.engine.image_id(tag) is not None
+            kept = sorted(set(options.given()) - set(given)) if state else []
+            how = f"build: {options.describe()}" + (
+                f"; kept from the endpoint: {', '.join(kept)}" if kept else "")
             changes = [Change(Action.KEEP if exists else Action.CREATE, Resource("image", tag),
-                              "built already" if exists else "build from the model")]
+                              f"built already ({how})" if exists else how)]
         vname = c.variant_name or (DEFAULT_VARIANT if state is None else
                                    (state.primary().name if mode is DeployMode.REPLACE and
                                     state.primary() else "variant-N"))
+        lim = {k: v for k, v in ro.limits(c, state.limits if state else None).items()
+               if v is not None}
+        fresh = {k for k, v in ro.limits(c, None).items() if v is not None}
+        detail = f"variant {vname}" + (
+            f"; {', '.join(f'{k}={v}' for k, v in lim.items())}" if lim else "")
+        if state is not None and set(lim) - fresh:
+            detail += f" (kept from the endpoint: {', '.join(sorted(set(lim) - fresh))})"
         changes.append(Change(Action.CREATE, Resource("container", f"mldeploy-local-{name}-"
-                                                      f"{vname}-*"), f"variant {vname}"))
+                                                      f"{vname}-*"), detail))
         if state is None:
             where = f"{c.host}:{c.port}" if c.port else f"{c.host}, a free port"
             changes.append(Change(Action.CREATE, Resource("gateway", where)))

@@ -6,8 +6,9 @@ unchanged model is built and pushed once: when ECR already holds the tag, nothin
 repository is ``-C ecr_repository`` (a name in the deployment's account and region, or an ECR
 URI in its region) or ``mldeploy/<endpoint name>``; the pusher creates it when missing. Building
 and pushing are callables on :class:`~mldeploy.plugins.sagemaker._client.Clients` (tests hand in
-fakes); by default Docker through :mod:`mldeploy.container.image`. A built image holds the model
-at ``/opt/ml/model``, so SageMaker gets no ``ModelDataUrl`` and nothing is uploaded to S3.
+fakes; the builder is the one seam of :mod:`mldeploy.images`); by default Docker. A built
+image holds the model at ``/opt/ml/model``, so SageMaker gets no ``ModelDataUrl`` and nothing
+is uploaded to S3.
 """
 
 from __future__ import annotations
@@ -18,44 +19,34 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mldeploy.config import to_dict
+from mldeploy import images
 from mldeploy.errors import BuildError, ConfigError, MldeployError, UsageError
-from mldeploy.plugins.sagemaker._resources import digest
-from mldeploy.plugins.sagemaker.config import ECR_HOST, BuildConfig, SageMakerConfig
+from mldeploy.images import BuildOptions, ImageRequest
+from mldeploy.plugins.sagemaker.config import ECR_HOST, SageMakerConfig
 from mldeploy.plugins.sagemaker.errors import aws_errors, scrub
 
 Log = Callable[[str], None]
-MODEL_URI_LABEL = "io.mldeploy.model.uri"
 
 
-@dataclass(frozen=True)
-class ImageBuild:
-    """One image to build from ``model_dir`` (``model_uri`` downloaded) and push to
-    ``reference`` in ``region``."""
+@dataclass(frozen=True, kw_only=True)
+class ImageBuild(ImageRequest):
+    """One image to build (an :class:`~mldeploy.images.ImageRequest`, so the one builder seam
+    takes it) and push to ``registry/repository:tag`` in ``region``."""
 
     registry: str  # ACCOUNT.dkr.ecr.REGION.amazonaws.com
     repository: str
     tag: str
-    model_dir: Path
-    options: BuildConfig
     region: str
-    model_uri: str
 
     @property
     def repository_uri(self) -> str:
         return f"{self.registry}/{self.repository}"
 
-    @property
-    def reference(self) -> str:
-        return f"{self.repository_uri}:{self.tag}"
-
     def describe(self) -> str:
-        o = self.options
-        return (f"build ({o.engine.value}, {o.platform.value}, base "
-                f"{o.base_image or 'python:<model python>-slim'}) and push")
+        return f"build ({self.options.describe()}) and push"
 
 
-ImageBuilder = Callable[[ImageBuild, Log], None]
+ImageBuilder = images.Builder
 ImagePusher = Callable[[ImageBuild, Log], None]
 
 
@@ -71,15 +62,17 @@ def needs_build(cfg: SageMakerConfig, base_model: dict[str, Any]) -> bool:
 
 
 def plan_build(cfg: SageMakerConfig, name: str, model_uri: str, model_dir: Path,
-               model_sha256: str, account: str, region: str) -> ImageBuild:
-    """The image this run needs (nothing is built here). The tag digests the model's content,
-    not ``model_uri``: the same model from another URI reuses the image."""
-    import mldeploy
-
-    options = cfg.build or BuildConfig()
+               account: str, region: str) -> ImageBuild:
+    """The image this run needs (nothing is built here). The tag is the image service's
+    content digest (model files, serving code, build options, mldeploy's version), not
+    ``model_uri``: the same model from another URI reuses the image."""
+    options = cfg.build or BuildOptions()
     registry, repository = _repository(cfg.ecr_repository, name, account, region)
-    tag = digest([model_sha256, to_dict(options), mldeploy.__version__])[:20]
-    return ImageBuild(registry, repository, tag, model_dir, options, region, model_uri)
+    digest = images.content_digest(model_dir, options)
+    tag = digest[:20]
+    return ImageBuild(reference=f"{registry}/{repository}:{tag}", model_dir=model_dir,
+                      model_uri=model_uri, options=options, digest=digest, registry=registry,
+                      repository=repository, tag=tag, region=region)
 
 
 def _repository(value: str | None, name: str, account: str, region: str) -> tuple[str, str]:
@@ -147,20 +140,6 @@ def _hint(step: str, hint: str | None) -> str:
             "-C image_uri=IMAGE)")
 
 
-def docker_build(image: ImageBuild, log: Log) -> None:
-    """The default builder: mldeploy's image builder on the local Docker engine. It builds from
-    the downloaded ``model_dir``; the label ``io.mldeploy.model.uri`` gets the user's model URI
-    (credentials removed) instead of that temporary path."""
-    from mldeploy.container.image import build_docker
-    from mldeploy.redact import redact_uri as scrub_uri
-
-    o = image.options
-    extra = {"base_image": o.base_image} if o.base_image else {}
-    build_docker(str(image.model_dir), name=image.reference, engine=o.engine.value,
-                 env_manager=o.env_manager.value, platform=o.platform.value, log=log,
-                 labels={MODEL_URI_LABEL: scrub_uri(image.model_uri)}, **extra)
-
-
 def ecr_push(image: ImageBuild, log: Log, ecr: Any = None) -> None:
     """The default pusher: ECR credentials through ``ecr`` (the target's client, so an assumed
     role pushes too), else boto3's default session; creates the repository when missing."""
@@ -170,5 +149,5 @@ def ecr_push(image: ImageBuild, log: Log, ecr: Any = None) -> None:
                ecr_client=ecr, log=log)
 
 
-__all__ = ["ImageBuild", "ImageBuilder", "ImagePusher", "docker_build", "ecr_push", "ecr_state",
+__all__ = ["ImageBuild", "ImageBuilder", "ImagePusher", "ecr_push", "ecr_state",
            "ensure_image", "needs_build", "plan_build"]

@@ -11,8 +11,8 @@ import enum
 import re
 from dataclasses import dataclass, field
 
-from mldeploy.container.engines import ENGINE_NAMES
 from mldeploy.errors import ConfigError
+from mldeploy.images import BuildOptions, Engine, EnvManager, Platform
 
 DEFAULT_INSTANCE_TYPE = "ml.m5.large"
 DEFAULT_VARIANT = "primary"
@@ -126,31 +126,8 @@ class DeploymentConfig:
     rollback_alarms: list[str] = field(default_factory=list)
 
 
-# The engine registry's names (Engine.FLASK, Engine.MLSERVER, ...).
-Engine = enum.Enum("Engine", {n.upper(): n for n in ENGINE_NAMES}, type=str)  # type: ignore[misc]
-
-
-class EnvManager(str, enum.Enum):
-    VIRTUALENV = "virtualenv"
-    LOCAL = "local"
-
-
-class Platform(str, enum.Enum):
-    AMD64 = "linux/amd64"
-    ARM64 = "linux/arm64"
-
-
-@dataclass(frozen=True)
-class BuildConfig:
-    """How mldeploy's image builder builds the model's image when no image_uri is given."""
-
-    engine: Engine = Engine.FLASK
-    base_image: str | None = field(default=None, metadata={
-        "help": "base image with python3 (default python:<model's python>-slim)"})
-    env_manager: EnvManager = field(default=EnvManager.VIRTUALENV, metadata={
-        "help": "virtualenv: the model's requirements; local: pinned to this environment's"})
-    platform: Platform = field(default=Platform.AMD64, metadata={
-        "help": "linux/arm64 for Graviton (ml.*g*) instance types"})
+# The image builder's options: the one ``build`` block of every target (``-C build.engine=``).
+BuildConfig = BuildOptions
 
 
 def check_ecr_repository(value: str) -> None:
@@ -185,8 +162,9 @@ class SageMakerConfig:
         "help": "serving image in ECR, used as is (default: build the model's image and push it)"})
     ecr_repository: str | None = field(default=None, metadata={
         "help": "ECR repository (name or URI) for the built image (default mldeploy/<name>)"})
-    build: BuildConfig | None = field(default=None, metadata={
-        "help": "image builder options, e.g. -C build.engine=mlserver"})
+    build: BuildOptions | None = field(default=None, metadata={
+        "help": "image builder options, e.g. -C build.engine=mlserver (the same build.* keys "
+                "on every target)"})
     model_in_image: bool = field(default=False, metadata={
         "help": "the image already holds the model (built with it): no model.tar.gz in S3"})
     instance_type: str | None = field(default=None, metadata={

@@ -14,6 +14,7 @@ import functools
 from pathlib import Path
 from typing import Any
 
+from mldeploy import images
 from mldeploy.errors import (
     DeploymentFailedError,
     DeploymentNotFoundError,
@@ -97,12 +98,10 @@ class SageMakerTarget(Target):
     def _add(self, tx: Transaction, model_uri: str) -> Deployment:
         return self._run(tx, DeployMode.ADD, model_uri)
 
-    def _prepare(self, mode: DeployMode, name: str, model_uri: str,
+    def _prepare(self, mode: DeployMode, name: str, model_uri: str, model_dir: Path,
                  ) -> tuple[Current | None, Desired, _image.ImageBuild | None]:
         """Read the endpoint and work out this run's resources (the image to build included);
-        read-only."""
-        from mldeploy.model_uri import resolve_model_uri
-
+        read-only. ``model_dir`` is the model, lent by ``materialize()`` for the run."""
         c = self._c()
         ep = aws.describe_endpoint(c, name)
         if mode is DeployMode.CREATE and ep is not None:
@@ -113,32 +112,35 @@ class SageMakerTarget(Target):
         if current is not None and current.status in BUSY:
             raise TargetError(f"endpoint {name!r} is {current.status}",
                               hint="wait until it is InService (mldeploy get) and re-run")
-        model_dir = resolve_model_uri(model_uri)
         artifact = Artifact.pack(model_dir, self._workdir())
         bucket = self._bucket()
         base = None if current is None or current.status == "Failed" else current
         add = mode is DeployMode.ADD
         image = None
         if _image.needs_build(self.config, base_model(base, self.config.variant_name, add)):
-            image = _image.plan_build(self.config, name, model_uri, model_dir, artifact.sha256,
+            image = _image.plan_build(self.config, name, model_uri, model_dir,
                                       c.account_id(), c.region)
         desired = build_desired(self.config, name, model_uri, artifact, bucket, base, add=add,
                                 built_image=image.reference if image else None)
         return current, desired, image
 
     def _run(self, tx: Transaction, mode: DeployMode, model_uri: str) -> Deployment:
+        from mldeploy.model_uri import materialize
+
         name = tx.name
-        current, d, image = self._prepare(mode, name, model_uri)
-        c = self._c()
-        failed = current is not None and current.status == "Failed"
-        if failed and not self.config.recreate_failed:
-            raise DeploymentFailedError(
-                f"endpoint {name!r} is Failed ({current.failure_reason or 'no reason given'})",
-                hint="re-run with -C recreate_failed=true to delete and recreate it")
-        if image is not None:  # before anything is created: a failed build leaves nothing
-            pusher = c.push_image or functools.partial(_image.ecr_push, ecr=c["ecr"])
-            _image.ensure_image(c, image, c.build_image or _image.docker_build, pusher,
-                                self.progress)
+        with materialize(model_uri) as model_dir:  # fetched once, removed after the build
+            current, d, image = self._prepare(mode, name, model_uri, model_dir)
+            c = self._c()
+            failed = current is not None and current.status == "Failed"
+            if failed and not self.config.recreate_failed:
+                raise DeploymentFailedError(
+                    f"endpoint {name!r} is Failed "
+                    f"({current.failure_reason or 'no reason given'})",
+                    hint="re-run with -C recreate_failed=true to delete and recreate it")
+            if image is not None:  # before anything is created: a failed build leaves nothing
+                pusher = c.push_image or functools.partial(_image.ecr_push, ecr=c["ecr"])
+                _image.ensure_image(c, image, c.build_image or images.docker_build, pusher,
+                                    self.progress)
         if failed:
             self.progress(f"{name} is Failed: deleting it to recreate it")
             self._delete(name, wait=True, timeout=tx.timeout)
@@ -371,7 +373,10 @@ class SageMakerTarget(Target):
         return self.get(name)
 
     def _plan(self, mode: DeployMode, name: str, model_uri: str) -> Plan:
-        current, d, image = self._prepare(mode, name, model_uri)
+        from mldeploy.model_uri import materialize
+
+        with materialize(model_uri) as model_dir:
+            current, d, image = self._prepare(mode, name, model_uri, model_dir)
         changes = build_plan(self._c(), mode, name, current, d, image, self.config.autoscaling)
         return Plan(self.name, name, mode, changes)
 

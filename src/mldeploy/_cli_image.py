@@ -40,8 +40,9 @@ def _image_options(f: Any) -> Any:
         click.option("--engine", type=click.Choice(ENGINE_NAMES), default=DEFAULT_ENGINE,
                      show_default=True, help="Serving engine in the image."),
         click.option("--base-image", default=None, metavar="IMAGE",
-                     help="Base image with python3 and its venv module. "
-                     "[default: python:<model's python>-slim]"),
+                     help="Base image with python3 and its venv module; offline, "
+                     "scripts/build-base-image.sh makes one. "
+                     "[default: $MLDEPLOY_BASE_IMAGE, else python:<model's python>-slim]"),
         click.option("--env-manager", type=click.Choice(["virtualenv", "local"]),
                      default="virtualenv", show_default=True,
                      help="virtualenv: the model's pinned requirements; local: the versions "
@@ -52,7 +53,10 @@ def _image_options(f: Any) -> Any:
         click.option("--python-version", default=None, metavar="X.Y",
                      help="Python of the image. [default: the base image's, else the model's]"),
         click.option("--requirement", "extra_requirements", multiple=True, metavar="REQ",
-                     help="Extra pip requirement to install (repeatable)."),
+                     help="Extra pip requirement to install (repeatable); a generic image "
+                     "needs the model's library, e.g. --requirement scikit-learn."),
+        click.option("--include-dotfiles", is_flag=True,
+                     help="Copy the model's dotfiles (.env, .git, ...) into the image too."),
         click.option("--label", "labels", multiple=True, metavar="KEY=VALUE",
                      help="Extra image label (repeatable)."),
         click.option("--mldeploy-wheel", default=None, type=click.Path(dir_okay=False),
@@ -82,16 +86,18 @@ def _print(result: Any, output: str) -> None:
 @click.option("--network", "network_mode", default="none", show_default=True,
               help="Network of the build's RUN steps (none: the build needs no network).")
 @click.option("--no-cache", is_flag=True, help="Rebuild every layer and re-resolve the wheels.")
+@click.option("--pull", "pull", is_flag=True,
+              help="Pull the base image when it is not on the engine (needs a registry).")
 @click.option("--push", "push", is_flag=True, help="Push the image to its name (an ECR URI).")
 @click.option("--region", default=None, help="AWS region for --push. [default: from the URI]")
 @click.option("--keep-context", default=None, type=click.Path(file_okay=False),
               help="Keep the build context in this directory.")
 def build_docker(model_uri: str | None, name: str, push: bool, region: str | None,
-                 keep_context: str | None, output: str, **kwargs: Any) -> None:
+                 keep_context: str | None, pull: bool, output: str, **kwargs: Any) -> None:
     """Build a serving image with the model's dependencies baked in (offline build)."""
     from mldeploy.container.image import build_docker as build
 
-    result = build(model_uri, name, keep_context=keep_context, log=_progress,
+    result = build(model_uri, name, keep_context=keep_context, log=_progress, pull=pull,
                    push_to=name if push else None, push_region=region, **_common(kwargs))
     _print(result, output)
 

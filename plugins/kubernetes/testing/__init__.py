@@ -36,6 +36,8 @@ class FakeCluster:
         self.time_scale = time_scale
         self.namespace = namespace
         self.url = ""
+        self.builds: list[Any] = []  # the ImageRequests build_image was given
+        self._image_dirs: list[str] = []  # the 'images': copies of their models
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._stop: asyncio.Event | None = None
@@ -57,6 +59,10 @@ class FakeCluster:
             self._loop.call_soon_threadsafe(self._stop.set)
         if self._thread is not None:
             self._thread.join(10)
+        import shutil
+
+        for directory in self._image_dirs:
+            shutil.rmtree(directory, ignore_errors=True)
 
     def _run(self) -> None:
         try:
@@ -106,14 +112,19 @@ class FakeCluster:
 
         return Clients(self.api_client(), self.namespace, build_image or self.build_image)
 
-    def build_image(self, model_uri: str, reference: str, log: Callable[[str], None]) -> str:
-        """The image builder's stand-in: 'pushes' ``reference`` holding the resolved model."""
-        from mldeploy.model_uri import resolve_model_uri
+    def build_image(self, request: Any, log: Callable[[str], None]) -> str:
+        """The image builder's stand-in (the :data:`mldeploy.images.Builder` seam): 'pushes'
+        ``request.reference`` holding a copy of the model (removed when the cluster stops)."""
+        import shutil
+        import tempfile
 
-        path = str(resolve_model_uri(model_uri))
-        self.push_image(reference, path)
-        log(f"pushed {reference}")
-        return reference
+        self.builds.append(request)
+        copy = tempfile.mkdtemp(prefix="mldeploy-fake-image-")  # the download is removed after
+        self._image_dirs.append(copy)
+        shutil.copytree(request.model_dir, copy, dirs_exist_ok=True)
+        self.push_image(request.reference, copy)
+        log(f"pushed {request.reference}")
+        return request.reference
 
     # -- the cluster's state ----------------------------------------------------------------
 
