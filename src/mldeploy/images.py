@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mldeploy.container.image.options import BASE_IMAGE_ENV, default_base_image
 from mldeploy.container.engines import ENGINE_NAMES
+from mldeploy.container.image.options import BASE_IMAGE_ENV, default_base_image
 from mldeploy.errors import ConfigError
 
 Log = Callable[[str], None]
