@@ -190,7 +190,7 @@ def state_dir(tmp_path: Path, docker_engine: Any) -> Iterator[Path]:
     """A local-target state directory; afterwards whatever a failing test left there is
     removed: this state dir's gateways and containers only."""
     from mldeploy.plugins.local._resources import LABEL_HOME, home_id
-    from mldeploy.testing.local import gateway_pids
+    from mldeploy.plugins.local.testing import gateway_pids
 
     d = tmp_path / "state"
     yield d

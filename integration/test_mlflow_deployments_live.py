@@ -16,7 +16,7 @@ import pytest
 
 from mldeploy.testing.aws import free_port, wait_http_ok
 from mldeploy.testing.conformance import example_model_dir
-from mldeploy.testing.local import gateway_pids
+from mldeploy.plugins.local.testing import gateway_pids
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 

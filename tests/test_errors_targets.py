@@ -19,7 +19,7 @@ from mldeploy.errors import (
 )
 from mldeploy.plugins.local import LocalTarget
 from mldeploy.testing.conformance import example_model_dir
-from mldeploy.testing.local import gateway_pids
+from mldeploy.plugins.local.testing import gateway_pids
 
 
 @pytest.fixture

@@ -297,7 +297,7 @@ def local_engine() -> Any:
 def local_state(tmp_path: Path) -> Any:
     import signal
 
-    from mldeploy.testing.local import gateway_pids
+    from mldeploy.plugins.local.testing import gateway_pids
 
     d = tmp_path / "state"
     yield d
