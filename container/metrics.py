@@ -331,6 +331,7 @@ def multiprocess_server(settings: Any) -> Iterator[dict[str, Any]]:
     if settings.metrics == "off":
         yield {}
         return
+    owner = os.getpid()
     previous = os.environ.get(MULTIPROC_ENV)
     directory = tempfile.mkdtemp(prefix="mldeploy-metrics-", dir=_tmp_root())
     os.environ[MULTIPROC_ENV] = directory
@@ -351,15 +352,18 @@ def multiprocess_server(settings: Any) -> Iterator[dict[str, Any]]:
                 raise SystemExit(2) from None
         yield {"child_exit": _child_exit}
     finally:
-        if server is not None:
-            server.shutdown()
-            server.server_close()
-        if previous is None:
-            os.environ.pop(MULTIPROC_ENV, None)
-        else:
-            os.environ[MULTIPROC_ENV] = previous
-        values.ValueClass = values.get_value_class()
-        shutil.rmtree(directory, ignore_errors=True)
+        # Only in the server's own process: a forked worker leaving gunicorn passes through
+        # here too (SystemExit in the child), and the directory is still the other workers'.
+        if os.getpid() == owner:
+            if server is not None:
+                server.shutdown()
+                server.server_close()
+            if previous is None:
+                os.environ.pop(MULTIPROC_ENV, None)
+            else:
+                os.environ[MULTIPROC_ENV] = previous
+            values.ValueClass = values.get_value_class()
+            shutil.rmtree(directory, ignore_errors=True)
 
 
 def _tmp_root() -> str:

@@ -479,7 +479,8 @@ def test_config_lists_every_key_with_type_default_and_help(run):
     assert keys["instance_count"]["type"] == "int | None" and keys["instance_count"]["min"] == 1
     memory = keys["serverless_config.memory_size_in_mb"]
     assert (memory["default"], memory["step"], memory["type"]) == (2048, 1024, "int")
-    assert keys["build.engine"]["type"] == "one of flask, mlserver"
+    assert keys["build.engine"]["type"] == "one of flask, mlserver | None"  # None: not given
+    assert "default flask" in keys["build.engine"]["help"]
     assert keys["adopt"]["type"] == "bool" and keys["adopt"]["default"] is False
     assert keys["execution_role_arn"]["help"]
     text = run("config", "-t", "local").stdout

@@ -907,11 +907,13 @@ def test_default_builder_labels_the_image_with_the_users_model_uri(
 
 
 def test_model_uri_tag_carries_no_credentials(make, session, monkeypatch):
+    import contextlib
     from pathlib import Path
 
     import mldeploy.model_uri
 
-    monkeypatch.setattr(mldeploy.model_uri, "resolve_model_uri", lambda uri: Path(MODEL))
+    monkeypatch.setattr(mldeploy.model_uri, "materialize",
+                        lambda uri: contextlib.nullcontext(Path(MODEL)))
     dep = make().create("ep", "https://alice:s3cr3t@mlflow.example/models/churn")
     (model_arn,) = Resource_ids(dep, "model")
     tags = session.client("sagemaker").list_tags(ResourceArn=model_arn)["Tags"]
