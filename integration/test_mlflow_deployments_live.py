@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from mldeploy.plugins.local.testing import gateway_pids
 from mldeploy.testing.aws import free_port, wait_http_ok
 from mldeploy.testing.conformance import example_model_dir
-from mldeploy.plugins.local.testing import gateway_pids
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
