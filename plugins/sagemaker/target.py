@@ -76,12 +76,18 @@ class SageMakerTarget(Target):
         return self.clients
 
     def _workdir(self) -> Path:
-        """A private temporary directory for this target's artifacts, removed with it."""
+        """A private temporary directory for this run's artifacts (the model's tarball),
+        removed when the run ends, failed or not (:meth:`_drop_workdir`)."""
         if getattr(self, "_tmp", None) is None:
             import tempfile
 
             self._tmp = tempfile.TemporaryDirectory(prefix="mldeploy-sagemaker-")
         return Path(self._tmp.name)
+
+    def _drop_workdir(self) -> None:
+        tmp, self._tmp = getattr(self, "_tmp", None), None
+        if tmp is not None:
+            tmp.cleanup()
 
     def _bucket(self) -> str:
         c = self._c()
@@ -125,6 +131,12 @@ class SageMakerTarget(Target):
         return current, desired, image
 
     def _run(self, tx: Transaction, mode: DeployMode, model_uri: str) -> Deployment:
+        try:
+            return self._run_steps(tx, mode, model_uri)
+        finally:
+            self._drop_workdir()
+
+    def _run_steps(self, tx: Transaction, mode: DeployMode, model_uri: str) -> Deployment:
         from mldeploy.model_uri import materialize
 
         name = tx.name
@@ -375,8 +387,11 @@ class SageMakerTarget(Target):
     def _plan(self, mode: DeployMode, name: str, model_uri: str) -> Plan:
         from mldeploy.model_uri import materialize
 
-        with materialize(model_uri) as model_dir:
-            current, d, image = self._prepare(mode, name, model_uri, model_dir)
+        try:
+            with materialize(model_uri) as model_dir:
+                current, d, image = self._prepare(mode, name, model_uri, model_dir)
+        finally:
+            self._drop_workdir()
         changes = build_plan(self._c(), mode, name, current, d, image, self.config.autoscaling)
         return Plan(self.name, name, mode, changes)
 

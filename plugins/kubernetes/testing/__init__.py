@@ -38,6 +38,7 @@ class FakeCluster:
         self.url = ""
         self.builds: list[Any] = []  # the ImageRequests build_image was given
         self._image_dirs: list[str] = []  # the 'images': copies of their models
+        self._registry: str | None = None  # the directory holding them (the fake registry)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._stop: asyncio.Event | None = None
@@ -46,6 +47,10 @@ class FakeCluster:
         self.emulator: Any = None
 
     def __enter__(self) -> FakeCluster:
+        import tempfile
+
+        # the fake registry's directory, made now: the caller's TMPDIR holds only its downloads
+        self._registry = tempfile.mkdtemp(prefix="mldeploy-fake-registry-")
         self._thread = threading.Thread(target=self._run, name="fake-kubernetes", daemon=True)
         self._thread.start()
         if not self._ready.wait(30):
@@ -63,6 +68,8 @@ class FakeCluster:
 
         for directory in self._image_dirs:
             shutil.rmtree(directory, ignore_errors=True)
+        if self._registry is not None:
+            shutil.rmtree(self._registry, ignore_errors=True)
 
     def _run(self) -> None:
         try:
@@ -119,7 +126,9 @@ class FakeCluster:
         import tempfile
 
         self.builds.append(request)
-        copy = tempfile.mkdtemp(prefix="mldeploy-fake-image-")  # the download is removed after
+        if self._registry is None:
+            self._registry = tempfile.mkdtemp(prefix="mldeploy-fake-registry-")
+        copy = tempfile.mkdtemp(prefix="image-", dir=self._registry)
         self._image_dirs.append(copy)
         shutil.copytree(request.model_dir, copy, dirs_exist_ok=True)
         self.push_image(request.reference, copy)

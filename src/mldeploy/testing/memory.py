@@ -57,12 +57,12 @@ class MemoryBackend:
 
 
 def _model_id(name: str, model_uri: str) -> str:
-    from mldeploy.model_uri import resolve_model_uri
+    from mldeploy.model_uri import materialize
 
-    path = resolve_model_uri(model_uri)
     h = hashlib.sha256()
-    for f in sorted(p for p in path.rglob("*") if p.is_file()):
-        h.update(str(f.relative_to(path)).encode() + b"\0" + f.read_bytes())
+    with materialize(model_uri) as path:  # a download is removed again
+        for f in sorted(p for p in path.rglob("*") if p.is_file()):
+            h.update(str(f.relative_to(path)).encode() + b"\0" + f.read_bytes())
     return f"{name}-{h.hexdigest()[:8]}"
 
 
