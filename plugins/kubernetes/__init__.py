@@ -13,7 +13,9 @@ and the config. The manifest builders need nothing beyond PyYAML.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from mldeploy.registry import lazy_exports
 
 if TYPE_CHECKING:
     from mldeploy.plugins.kubernetes.target import KubernetesPlan, KubernetesTarget
@@ -23,15 +25,4 @@ if TYPE_CHECKING:
 NEEDS: tuple[str, ...] = ("kubernetes",)
 
 __all__ = ["KubernetesPlan", "KubernetesTarget"]
-
-
-def __getattr__(name: str) -> Any:
-    if name not in __all__:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
-    import importlib.util
-
-    for dep in NEEDS:
-        if importlib.util.find_spec(dep) is None:
-            raise ImportError(f"the kubernetes target needs {dep}", name=dep)
-    return getattr(importlib.import_module(f"{__name__}.target"), name)
+__getattr__ = lazy_exports(__name__, __all__, NEEDS)

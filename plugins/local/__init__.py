@@ -11,7 +11,9 @@ imported on first use.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from mldeploy.registry import lazy_exports
 
 if TYPE_CHECKING:
     from mldeploy.plugins.local.target import LocalTarget
@@ -21,15 +23,4 @@ if TYPE_CHECKING:
 NEEDS: tuple[str, ...] = ()
 
 __all__ = ["LocalTarget"]
-
-
-def __getattr__(name: str) -> Any:
-    if name not in __all__:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
-    import importlib.util
-
-    for dep in NEEDS:
-        if importlib.util.find_spec(dep) is None:
-            raise ImportError(f"the local target needs {dep}", name=dep)
-    return getattr(importlib.import_module(f"{__name__}.target"), name)
+__getattr__ = lazy_exports(__name__, __all__, NEEDS)

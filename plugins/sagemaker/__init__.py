@@ -10,7 +10,9 @@ not create (refused unless ``-C adopt=true``). boto3 itself is imported on first
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from mldeploy.registry import lazy_exports
 
 if TYPE_CHECKING:
     from mldeploy.plugins.sagemaker.target import SageMakerTarget
@@ -20,15 +22,4 @@ if TYPE_CHECKING:
 NEEDS: tuple[str, ...] = ("boto3", "botocore")
 
 __all__ = ["SageMakerTarget"]
-
-
-def __getattr__(name: str) -> Any:
-    if name not in __all__:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
-    import importlib.util
-
-    for dep in NEEDS:
-        if importlib.util.find_spec(dep) is None:
-            raise ImportError(f"the sagemaker target needs {dep}", name=dep)
-    return getattr(importlib.import_module(f"{__name__}.target"), name)
+__getattr__ = lazy_exports(__name__, __all__, NEEDS)

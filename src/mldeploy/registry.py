@@ -32,6 +32,34 @@ class TargetSpec:
         return f"{self.name}:/{self.location}" if self.location else self.name
 
 
+def lazy_exports(package: str, names: Iterable[str], needs: Iterable[str] = (),
+                 module: str = "target") -> Callable[[str], Any]:
+    """A plugin package's module ``__getattr__``: ``names`` come from ``package.module`` on
+    first use, after checking that the modules the target's extra installs (``needs``) are
+    there (an ImportError naming the missing one, which the registry turns into the extra's
+    ``pip install``). Importing the package itself imports nothing else::
+
+        NEEDS = ("boto3", "botocore")
+        __all__ = ["SageMakerTarget"]
+        __getattr__ = lazy_exports(__name__, __all__, NEEDS)
+    """
+    exported, required = frozenset(names), tuple(needs)
+    target = package.rsplit(".", 1)[-1]
+
+    def __getattr__(name: str) -> Any:
+        if name not in exported:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        import importlib
+        import importlib.util
+
+        for dep in required:
+            if importlib.util.find_spec(dep) is None:
+                raise ImportError(f"the {target} target needs {dep}", name=dep)
+        return getattr(importlib.import_module(f"{package}.{module}"), name)
+
+    return __getattr__
+
+
 def parse_target_spec(spec: str) -> TargetSpec:
     m = _SPEC.match(spec.strip()) if isinstance(spec, str) else None
     if not m:
