@@ -172,7 +172,8 @@ def mldeploy_requirements(engine: str) -> list[str]:
             out.append(str(req))
     if not out:
         out = ["mlflow-skinny>=2.16", "pandas>=2.0", "numpy>=1.24", "orjson>=3.9", "flask>=3.0",
-               "gunicorn>=22.0,<27", "h11>=0.16", "click>=8.1"]
+               "gunicorn>=22.0,<27", "h11>=0.16", "click>=8.1", "packaging>=23", "pyyaml>=6",
+               "prometheus_client>=0.20"]
         if engine == "mlserver":
             out += ["mlserver==1.7.1", "mlserver-mlflow==1.7.1", "uvloop==0.21.0"]
     return out
