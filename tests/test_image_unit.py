@@ -537,3 +537,26 @@ def test_remote_model_is_downloaded_into_a_temporary_dir_and_removed(
     assert (tmp_path / "r" / "model" / "MLmodel").is_file() and ctx.has_model
     assert ctx.labels["io.mldeploy.model.uri"] == "models:/classifier/1"
     assert seen and not seen[0].exists()  # the download is gone, the context keeps its copy
+
+
+def test_bare_source_fallback_lists_every_runtime_dependency_of_pyproject(monkeypatch):
+    """Running from a bare source tree (no installed metadata) the image still gets every
+    dependency pyproject.toml declares: the fallback list cannot drift from it."""
+    import importlib.metadata
+    import tomllib
+    from pathlib import Path
+
+    from packaging.requirements import Requirement
+
+    from mldeploy.container.image import requirements as reqs
+
+    def missing(_name):
+        raise importlib.metadata.PackageNotFoundError("mldeploy")
+
+    monkeypatch.setattr(reqs.importlib.metadata, "requires", missing)
+    project = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())
+    declared = {Requirement(r).name.lower().replace("_", "-")
+                for r in project["project"]["dependencies"]}
+    fallback = {Requirement(r).name.lower().replace("_", "-")
+                for r in reqs.mldeploy_requirements("flask")}
+    assert fallback == declared
