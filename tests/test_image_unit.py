@@ -543,9 +543,9 @@ def test_bare_source_fallback_lists_every_runtime_dependency_of_pyproject(monkey
     """Running from a bare source tree (no installed metadata) the image still gets every
     dependency pyproject.toml declares: the fallback list cannot drift from it."""
     import importlib.metadata
-    import tomllib
     from pathlib import Path
 
+    import tomllib
     from packaging.requirements import Requirement
 
     from mldeploy.container.image import requirements as reqs
