@@ -293,8 +293,9 @@ def _facts(exc: BaseException) -> tuple[list[BaseException], set[str], str | Non
 
 
 def safe(text: str) -> str:
-    """``text`` without URI credentials (``user:pass@``, ``token@`` in web URLs) or query
-    strings (signed URLs); ``container@account`` in ``wasbs://`` URIs stays."""
-    text = re.sub(r"(?<=://)[^/@\s]*:[^/@\s]*@", "", text)
-    text = re.sub(r"\b((?:https?|s?ftp)://)[^/@\s]*@", r"\1", text)
-    return re.sub(r"(://[^\s?#'\"]*)\?[^\s'\"]*", r"\1?...", text)
+    """``text`` for a message: credentials masked by the one redaction
+    (:func:`mldeploy.redact.redact`: ``user:pass@`` as ``***@``, secret query values such as a
+    signed URL's signature as ``[redacted]``); ``container@account`` in ``wasbs://`` stays."""
+    from mldeploy.redact import redact
+
+    return redact(text)
