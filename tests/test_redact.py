@@ -88,3 +88,13 @@ def test_the_image_label_and_annotations_use_the_same_rule():
     from mldeploy.plugins.kubernetes import manifests
 
     assert manifests.scrub_uri(URI) == redact_uri(URI) == "file://***@localhost/models/churn"
+
+
+def test_azure_storage_uris_keep_their_container_but_not_credentials():
+    from mldeploy.redact import redact
+
+    uri = "wasbs://models@acct.blob.core.windows.net/churn/1"
+    assert redact(uri) == uri  # the container names no credential
+    assert redact("wasbs://models:KEY@acct.blob.core.windows.net/m") == (
+        "wasbs://***@acct.blob.core.windows.net/m")
+    assert redact("https://models@host/m") == "https://***@host/m"

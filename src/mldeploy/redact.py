@@ -5,7 +5,9 @@ One behaviour everywhere:
 
 - a URL's user information becomes ``***@`` (``https://alice:s3cret@host/x`` ->
   ``https://***@host/x``), so the reader sees that credentials were given and where, never
-  which; so does a bare ``user:password@host`` a message quotes;
+  which; so does a bare ``user:password@host`` a message quotes; Azure storage URIs
+  (``wasbs://container@account...``, ``abfss://``) keep their container, which names no
+  credential;
 - the value after a secret-looking key (``password=``, ``token:``, ``aws_secret_access_key=``,
   ``Authorization: Bearer ...``, ``X-Amz-Signature=``) becomes ``[redacted]``, the key stays;
 - AWS access key ids (``AKIA...``, ``ASIA...``) and bare ``Bearer`` tokens become
@@ -43,10 +45,20 @@ _AWS_KEY_ID = re.compile(r"\b(?:AKIA|ASIA)[A-Z0-9]{16}\b")
 _SECRET_HEADER = re.compile(rf"(?i)^(?:cookie|set-cookie|x-api-key|.*{_SECRET_WORD}.*)$")
 
 
+_AZURE_STORAGE = ("wasb://", "wasbs://", "abfs://", "abfss://")
+
+
+def _mask_userinfo(m: re.Match[str]) -> str:
+    scheme, userinfo = m.group(1), m.group(0)[len(m.group(1)):-1]
+    if scheme.lower() in _AZURE_STORAGE and ":" not in userinfo:
+        return m.group(0)  # wasbs://CONTAINER@ACCOUNT: the container, not a credential
+    return scheme + USERINFO_MASK
+
+
 def redact(text: object, limit: int | None = None) -> str:
     """``text`` with every credential masked (see the module), stripped and clipped to
     ``limit`` characters (``...`` marks a cut)."""
-    out = _USERINFO.sub(lambda m: m.group(1) + USERINFO_MASK, str(text))
+    out = _USERINFO.sub(_mask_userinfo, str(text))
     out = _BARE_USERINFO.sub(USERINFO_MASK, out)
     out = _KEY_VALUE.sub(lambda m: m.group(1) + m.group(2) + REDACTED, out)
     out = _BEARER.sub(lambda m: f"{m.group(1)} {REDACTED}", out)
