@@ -31,6 +31,7 @@ import orjson
 import pandas as pd
 
 from . import _mlflow_compat as mlc
+from . import _mlflow_messages
 from ._csv import parse_csv
 from ._formats import (
     CSV_TYPE,
@@ -195,13 +196,31 @@ def _mlflow_parse(key: str, value: Any, model: ServedModel) -> Any:
     try:
         return mlc.parse_dataframe_or_tensor({key: value}, meta.get_input_schema())
     except mlc.mlflow_exception() as exc:
-        raise _from_mlflow(exc, f"'{key}' is invalid: ") from None
+        raise _from_mlflow(exc, model, f"'{key}' is invalid: ") from None
 
 
-def _from_mlflow(exc: Any, prefix: str = "") -> ProtocolError:
+def _from_mlflow(
+    exc: Any, model: ServedModel, prefix: str = "", params: dict[str, Any] | None = None
+) -> ProtocolError:
+    """MLflow's enforcement error as ours: MLflow's code, a message naming the column, property
+    or param and the kind of value sent, never the value (:mod:`._mlflow_messages`)."""
     code = getattr(exc, "error_code", "")
     code = code if code in ("BAD_REQUEST", "INVALID_PARAMETER_VALUE") else "BAD_REQUEST"
-    return ProtocolError(code, prefix + first_line(getattr(exc, "message", exc)))
+    message = None
+    if params and str(getattr(exc, "message", "")).startswith("Invalid parameters found"):
+        message = _mlflow_messages.bad_params(
+            params, model.pyfunc.metadata.get_params_schema(), mlc.enforce_params_schema,
+            mlc.mlflow_exception())
+    if message is None:
+        message = _mlflow_messages.describe(exc, _column_types(model))
+    return ProtocolError(code, prefix + first_line(message))
+
+
+def _column_types(model: ServedModel) -> dict[str, str] | None:
+    schema = model.pyfunc.metadata.get_input_schema()
+    if schema is None or schema.is_tensor_spec() or not schema.has_input_names():
+        return None
+    return {spec.name: repr(spec.type) for spec in schema.inputs}
 
 
 def _check_split_shape(value: Any) -> None:
@@ -456,7 +475,7 @@ def predict(model: ServedModel, model_input: ModelInput) -> Any:
         return model.pyfunc.predict(data)
     except MlflowException as exc:
         if exc.error_code in ("INVALID_PARAMETER_VALUE", "BAD_REQUEST"):
-            raise _from_mlflow(exc) from None
+            raise _from_mlflow(exc, model, params=model_input.params) from None
         raise _model_error(exc, data, model) from exc
     except Exception as exc:  # the model's own code: never crash the worker
         raise _model_error(exc, data, model) from exc
