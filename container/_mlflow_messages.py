@@ -1,7 +1,7 @@
 """MLflow's schema-enforcement errors told again without the values they quote.
 
-Where MLflow's own functions parse and enforce a body (:mod:`._mlflow_compat`), their messages
-quote the offending value (``could not convert string to float: 'secret'``, ``for value
+Where MLflow's own functions parse and enforce a body (:mod:`mldeploy._compat_mlflow`), their
+messages quote the offending value (``could not convert string to float: 'secret'``, ``for value
 `secret```, ``unable to parse: secret``). The server relays what they say — the column, the
 property, the param, the types — and the *kind* of value that was sent, never the value:
 :func:`describe` builds the message from names MLflow takes from the model's schema and from

@@ -12,7 +12,7 @@ Two paths, one answer: for column signatures of plain types (numbers, strings, b
 enforcement builds exactly the input MLflow's would, faster (:mod:`.signature`); everything else
 (no signature, tensor signatures, ``Array`` / ``Object`` / ``Map`` / ``AnyType`` / ``binary`` /
 ``datetime`` columns, LLM bodies) is parsed and enforced by MLflow's own functions
-(:mod:`._mlflow_compat`).
+(:mod:`mldeploy._compat_mlflow`).
 
 Errors are :class:`~mldeploy.container.errors.ProtocolError` carrying an ``error_code``;
 :data:`~mldeploy.container.errors.STATUS` maps every code to its HTTP status in one table.
@@ -30,7 +30,8 @@ import numpy as np
 import orjson
 import pandas as pd
 
-from . import _mlflow_compat as mlc
+from mldeploy import _compat_mlflow as mlc
+
 from . import _mlflow_messages
 from ._csv import parse_csv
 from ._formats import (
@@ -183,7 +184,7 @@ def _parse_doc(doc: dict[str, Any], model: ServedModel, body: bytes) -> ModelInp
 def _mlflow_parse(key: str, value: Any, model: ServedModel) -> Any:
     """MLflow's own parsing (and casting to the schema) of one input key."""
     meta = model.pyfunc.metadata
-    if mlc.signature_from_type_hint(meta):
+    if mlc.is_signature_from_type_hint(meta):
         if key != "inputs":
             raise ProtocolError(
                 "INVALID_PARAMETER_VALUE",

@@ -10,7 +10,7 @@ import base64
 import numpy as np
 import pytest
 
-from mldeploy.container import _mlflow_compat as mlc
+from mldeploy import _compat_mlflow as mlc
 from mldeploy.container import _mlflow_messages as messages
 
 SECRET = "ZZSECRETZZ"
