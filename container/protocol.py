@@ -33,7 +33,7 @@ import pandas as pd
 from mldeploy import _compat_mlflow as mlc
 
 from . import _mlflow_messages
-from ._csv import parse_csv
+from ._csv import MAX_CSV_COLUMNS, parse_csv
 from ._formats import (
     CSV_TYPE,
     JSON_TYPE,
@@ -52,6 +52,13 @@ _log = logging.getLogger("mldeploy.container")
 INPUT_KEYS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 PARAMS_KEY = "params"
 AZURE_KEY = "input_data"
+# records naming more distinct keys than this are refused before a frame is built (a model
+# without a signature; with one, unknown names are refused): the CSV header's limit
+MAX_RECORD_COLUMNS = MAX_CSV_COLUMNS
+# records whose frame would have more cells than this many times the values sent are refused
+# (10,000 one-key records with distinct keys would make a 10,000 x 10,000 frame)
+SPARSE_FACTOR = 8
+_FREE_CELLS = 1_000_000  # small bodies never count as sparse
 # column types our enforcement casts exactly as MLflow's does; others go to MLflow
 _OUR_TYPES = frozenset({"double", "float", "long", "integer", "string", "boolean"})
 
@@ -194,6 +201,8 @@ def _mlflow_parse(key: str, value: Any, model: ServedModel) -> Any:
         return value
     if key == "dataframe_split":
         _check_split_shape(value)
+    elif _is_records(value):
+        record_columns(value, key, sparse=True)
     try:
         return mlc.parse_dataframe_or_tensor({key: value}, meta.get_input_schema())
     except mlc.mlflow_exception() as exc:
@@ -320,7 +329,9 @@ def _numeric_frame(
     return pd.DataFrame(array.astype(dtype, copy=False), columns=pd.Index(order, dtype=object))
 
 
-def _frame_from_records(value: Any, model: ServedModel) -> pd.DataFrame:
+def _frame_from_records(
+    value: Any, model: ServedModel, key: str = "dataframe_records"
+) -> pd.DataFrame:
     if not isinstance(value, list) or not all(isinstance(r, dict) for r in value):
         raise ProtocolError(
             "BAD_REQUEST",
@@ -329,22 +340,53 @@ def _frame_from_records(value: Any, model: ServedModel) -> pd.DataFrame:
         )
     if not value:
         raise ProtocolError("BAD_REQUEST", "'dataframe_records' has no rows")
+    # names checked before pandas builds the frame (unknown ones never become columns, so the
+    # frame is at most rows x signature columns)
+    check_column_names(record_columns(value, key, sparse=model.columns is None), model)
     frame = pd.DataFrame.from_records(value)
-    return enforce_frame(frame, model)
+    return enforce_columns(frame, model)
+
+
+def _is_records(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(r, dict) for r in value)
+
+
+def record_columns(records: list[dict[str, Any]], key: str, sparse: bool) -> list[Any]:
+    """The column names a list of records makes, in pandas' order, in linear time; a 400 when
+    they are more than :data:`MAX_RECORD_COLUMNS` or (``sparse``) when the frame would be mostly
+    holes (more cells than :data:`SPARSE_FACTOR` times the values sent)."""
+    names: dict[Any, None] = {}
+    values = 0
+    for record in records:
+        names.update(dict.fromkeys(record))
+        values += len(record)
+        if len(names) > MAX_RECORD_COLUMNS:
+            raise ProtocolError(
+                "BAD_REQUEST",
+                f"'{key}' names more than {MAX_RECORD_COLUMNS} distinct columns: send at most "
+                f"{MAX_RECORD_COLUMNS}, the same keys in every record",
+            )
+    cells = len(records) * len(names)
+    if sparse and cells > _FREE_CELLS and cells > SPARSE_FACTOR * values:
+        raise ProtocolError(
+            "BAD_REQUEST",
+            f"'{key}' has {len(records)} records naming {len(names)} distinct columns but "
+            f"only {values} values: the table would be mostly empty; send records that "
+            "share their keys",
+        )
+    return list(names)
 
 
 def _is_table(value: Any) -> bool:
     """A list of objects (records) or an object (of columns)."""
-    if isinstance(value, dict):
-        return True
-    return isinstance(value, list) and bool(value) and all(isinstance(r, dict) for r in value)
+    return isinstance(value, dict) or _is_records(value)
 
 
 def _tensor_input(key: str, value: Any, model: ServedModel) -> pd.DataFrame:
     """``instances`` / ``inputs`` (TF-serving style) for a column signature, as a table: a list
     of objects or an object of columns becomes a DataFrame, enforced here."""
     if isinstance(value, list):
-        return _frame_from_records(value, model)
+        return _frame_from_records(value, model, key)
     try:
         frame = pd.DataFrame({k: _as_column(v) for k, v in value.items()})
     except (ValueError, TypeError) as exc:
@@ -372,7 +414,7 @@ def _from_azure(doc: dict[str, Any], model: ServedModel) -> dict[str, Any]:
     out = {k: v for k, v in doc.items() if k == PARAMS_KEY}
     if isinstance(value, dict) and "data" in value and set(value) <= {"columns", "index", "data"}:
         out["dataframe_split"] = value
-    elif isinstance(value, list) and value and all(isinstance(r, dict) for r in value):
+    elif _is_records(value):
         out["dataframe_records"] = value
     elif isinstance(value, list) and model.columns is not None:
         out["dataframe_split"] = {"data": value}
