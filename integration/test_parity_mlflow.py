@@ -33,6 +33,7 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 GROUPS = sorted({group for group, *_ in CASES})
+MLSERVER = importlib.util.find_spec("mlserver") is not None  # the project's mlserver extra
 START_TIMEOUT = 240.0  # seconds for all servers, started together (the machine may be loaded)
 
 
@@ -119,6 +120,13 @@ def servers(tmp_path_factory):
                 [str(BIN / "mldeploy"), "serve", "-m", model, "--host", "127.0.0.1",
                  "--port", str(port), "--workers", "1"], log,
             ), f"http://127.0.0.1:{port}", log)
+            if MLSERVER:
+                port = free_port(3)  # MLServer also binds port+1 (gRPC) and port+2 (metrics)
+                log = logs / f"mlserver-{group}.log"
+                procs[(group, "mlserver")] = (_start(
+                    [str(BIN / "mldeploy"), "serve", "-m", model, "--host", "127.0.0.1",
+                     "--port", str(port), "--engine", "mlserver"], log,
+                ), f"http://127.0.0.1:{port}", log)
         waiting = set(procs)
         deadline = time.monotonic() + START_TIMEOUT
         while waiting and time.monotonic() < deadline:
@@ -180,6 +188,20 @@ def test_same_answer_as_mlflow_models_serve(servers, group, cid):
         error = json.loads(ours.raw)
         assert set(error) == {"error_code", "message", "request_id"}
         assert not error["message"].startswith("Failed to enforce model input schema"), error
+
+
+@pytest.mark.skipif(not MLSERVER, reason="--engine mlserver needs the project's mlserver extra")
+@pytest.mark.parametrize("group, cid", [(c[0], c[1]) for c in CASES],
+                         ids=[f"{c[0]}/{c[1]}" for c in CASES])
+def test_mlserver_engine_answers_as_the_flask_engine(servers, group, cid):
+    """The same protocol code behind MLServer: every case, byte for byte what matters (status,
+    error_code, predictions, media type), so the table above holds for both engines."""
+    ours, _ = _both(servers, group, cid)
+    (_, _, ctype, body, accept), = [c for c in CASES if c[0] == group and c[1] == cid]
+    other = _post(servers[(group, "mlserver")], ctype, body, accept)
+    assert other.key() == ours.key(), (other.raw[:500], ours.raw[:500])
+    assert other.content_type == ours.content_type
+    assert _SECRET.encode() not in other.raw
 
 
 # Where we accept what MLflow refuses, our answer must equal MLflow's answer to the same data
