@@ -342,7 +342,10 @@ def _frame_from_records(
         raise ProtocolError("BAD_REQUEST", "'dataframe_records' has no rows")
     # names checked before pandas builds the frame (unknown ones never become columns, so the
     # frame is at most rows x signature columns)
-    check_column_names(record_columns(value, key, sparse=model.columns is None), model)
+    names: Any = record_columns(value, key, sparse=model.columns is None)
+    if model.columns is not None and not names <= set(model.column_names):
+        names = dict.fromkeys(k for record in value for k in record)  # in order, for the message
+    check_column_names(list(names), model)
     frame = pd.DataFrame.from_records(value)
     return enforce_columns(frame, model)
 
@@ -351,30 +354,28 @@ def _is_records(value: Any) -> bool:
     return isinstance(value, list) and bool(value) and all(isinstance(r, dict) for r in value)
 
 
-def record_columns(records: list[dict[str, Any]], key: str, sparse: bool) -> list[Any]:
-    """The column names a list of records makes, in pandas' order, in linear time; a 400 when
+def record_columns(records: list[dict[str, Any]], key: str, sparse: bool) -> set[Any]:
+    """The column names a list of records makes, in linear time (one C-level pass); a 400 when
     they are more than :data:`MAX_RECORD_COLUMNS` or (``sparse``) when the frame would be mostly
     holes (more cells than :data:`SPARSE_FACTOR` times the values sent)."""
-    names: dict[Any, None] = {}
-    values = 0
-    for record in records:
-        names.update(dict.fromkeys(record))
-        values += len(record)
-        if len(names) > MAX_RECORD_COLUMNS:
-            raise ProtocolError(
-                "BAD_REQUEST",
-                f"'{key}' names more than {MAX_RECORD_COLUMNS} distinct columns: send at most "
-                f"{MAX_RECORD_COLUMNS}, the same keys in every record",
-            )
-    cells = len(records) * len(names)
-    if sparse and cells > _FREE_CELLS and cells > SPARSE_FACTOR * values:
+    names: set[Any] = set().union(*records)
+    if len(names) > MAX_RECORD_COLUMNS:
         raise ProtocolError(
             "BAD_REQUEST",
-            f"'{key}' has {len(records)} records naming {len(names)} distinct columns but "
-            f"only {values} values: the table would be mostly empty; send records that "
-            "share their keys",
+            f"'{key}' names {len(names)} distinct columns: send at most {MAX_RECORD_COLUMNS}, "
+            "the same keys in every record",
         )
-    return list(names)
+    cells = len(records) * len(names)
+    if sparse and cells > _FREE_CELLS:
+        values = sum(map(len, records))
+        if cells > SPARSE_FACTOR * values:
+            raise ProtocolError(
+                "BAD_REQUEST",
+                f"'{key}' has {len(records)} records naming {len(names)} distinct columns but "
+                f"only {values} values: the table would be mostly empty; send records that "
+                "share their keys",
+            )
+    return names
 
 
 def _is_table(value: Any) -> bool:

@@ -91,7 +91,7 @@ def test_records_naming_too_many_columns_are_refused_before_pandas(clf, nosig, m
     assert "5000 records naming 5000 distinct columns but only 5000 values" in \
         _err(nosig, sparse).message
     wide = {key: [{f"k{i}": 0 for i in range(P.MAX_RECORD_COLUMNS + 1)}]}
-    assert "more than 10000 distinct columns" in _err(nosig, wide).message
+    assert "names 10001 distinct columns: send at most 10000" in _err(nosig, wide).message
     # the fast path names unknown keys before any frame is built
     assert "unknown column(s) 'k0'" in _err(clf, sparse).message
     # records that share their keys, or (dataframe_records) leave out a few, are a table
