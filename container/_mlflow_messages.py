@@ -68,7 +68,7 @@ def describe(exc: BaseException, column_types: dict[str, str] | None = None) -> 
     kind = _kind(text)
     if kind:
         return kind
-    return _QUOTED.sub("…", text.strip().splitlines()[0] if text.strip() else text)
+    return _QUOTED.sub("…", text)
 
 
 def _kind(text: str) -> str | None:
@@ -102,19 +102,20 @@ def kind_of(value: Any) -> str:
     return f"a {type(value).__name__}"
 
 
-def bad_params(params: dict[str, Any], schema: Any, enforce: Any, error: type) -> str | None:
-    """Which ``params`` the params schema refuses, each with its type and the kind of value sent
-    (``enforce``: MLflow's params check, run on one param at a time; ``error``: what it raises).
-    None when each passes alone."""
+def bad_params(params: dict[str, Any], schema: Any) -> str | None:
+    """Which ``params`` the params schema refuses, each with its type and the kind of value sent,
+    by MLflow's own check run on one param at a time. None when each passes alone."""
     from mlflow.types.schema import ParamSchema
+
+    from mldeploy import _compat_mlflow as compat
 
     bad = []
     for spec in getattr(schema, "params", ()) or ():
         if spec.name not in params:
             continue
         try:
-            enforce({spec.name: params[spec.name]}, ParamSchema([spec]))
-        except error:
+            compat.enforce_params_schema({spec.name: params[spec.name]}, ParamSchema([spec]))
+        except compat.mlflow_exception():
             shape = " list" if spec.shape else ""
             bad.append(f"{spec.name!r} must be {getattr(spec.dtype, 'name', spec.dtype)}{shape} "
                        f"(got {kind_of(params[spec.name])})")

@@ -202,7 +202,7 @@ def _mlflow_parse(key: str, value: Any, model: ServedModel) -> Any:
     if key == "dataframe_split":
         _check_split_shape(value)
     elif _is_records(value):
-        record_columns(value, key, sparse=True)
+        _record_columns(value, key, sparse=True)
     try:
         return mlc.parse_dataframe_or_tensor({key: value}, meta.get_input_schema())
     except mlc.mlflow_exception() as exc:
@@ -218,9 +218,7 @@ def _from_mlflow(
     code = code if code in ("BAD_REQUEST", "INVALID_PARAMETER_VALUE") else "BAD_REQUEST"
     message = None
     if params and str(getattr(exc, "message", "")).startswith("Invalid parameters found"):
-        message = _mlflow_messages.bad_params(
-            params, model.pyfunc.metadata.get_params_schema(), mlc.enforce_params_schema,
-            mlc.mlflow_exception())
+        message = _mlflow_messages.bad_params(params, model.pyfunc.metadata.get_params_schema())
     if message is None:
         message = _mlflow_messages.describe(exc, _column_types(model))
     return ProtocolError(code, prefix + first_line(message))
@@ -342,7 +340,7 @@ def _frame_from_records(
         raise ProtocolError("BAD_REQUEST", "'dataframe_records' has no rows")
     # names checked before pandas builds the frame (unknown ones never become columns, so the
     # frame is at most rows x signature columns)
-    names: Any = record_columns(value, key, sparse=model.columns is None)
+    names: Any = _record_columns(value, key, sparse=model.columns is None)
     if model.columns is not None and not names <= set(model.column_names):
         names = dict.fromkeys(k for record in value for k in record)  # in order, for the message
     check_column_names(list(names), model)
@@ -354,7 +352,7 @@ def _is_records(value: Any) -> bool:
     return isinstance(value, list) and bool(value) and all(isinstance(r, dict) for r in value)
 
 
-def record_columns(records: list[dict[str, Any]], key: str, sparse: bool) -> set[Any]:
+def _record_columns(records: list[dict[str, Any]], key: str, sparse: bool) -> set[Any]:
     """The column names a list of records makes, in linear time (one C-level pass); a 400 when
     they are more than :data:`MAX_RECORD_COLUMNS` or (``sparse``) when the frame would be mostly
     holes (more cells than :data:`SPARSE_FACTOR` times the values sent)."""
