@@ -12,7 +12,7 @@ Two paths, one answer: for column signatures of plain types (numbers, strings, b
 enforcement builds exactly the input MLflow's would, faster (:mod:`.signature`); everything else
 (no signature, tensor signatures, ``Array`` / ``Object`` / ``Map`` / ``AnyType`` / ``binary`` /
 ``datetime`` columns, LLM bodies) is parsed and enforced by MLflow's own functions
-(:mod:`._mlflow_compat`).
+(:mod:`mldeploy._compat_mlflow`).
 
 Errors are :class:`~mldeploy.container.errors.ProtocolError` carrying an ``error_code``;
 :data:`~mldeploy.container.errors.STATUS` maps every code to its HTTP status in one table.
@@ -30,8 +30,10 @@ import numpy as np
 import orjson
 import pandas as pd
 
-from . import _mlflow_compat as mlc
-from ._csv import parse_csv
+from mldeploy import _compat_mlflow as mlc
+
+from . import _mlflow_messages
+from ._csv import MAX_CSV_COLUMNS, parse_csv
 from ._formats import (
     CSV_TYPE,
     JSON_TYPE,
@@ -50,6 +52,13 @@ _log = logging.getLogger("mldeploy.container")
 INPUT_KEYS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 PARAMS_KEY = "params"
 AZURE_KEY = "input_data"
+# records naming more distinct keys than this are refused before a frame is built (a model
+# without a signature; with one, unknown names are refused): the CSV header's limit
+MAX_RECORD_COLUMNS = MAX_CSV_COLUMNS
+# records whose frame would have more cells than this many times the values sent are refused
+# (10,000 one-key records with distinct keys would make a 10,000 x 10,000 frame)
+SPARSE_FACTOR = 8
+_FREE_CELLS = 1_000_000  # small bodies never count as sparse
 # column types our enforcement casts exactly as MLflow's does; others go to MLflow
 _OUR_TYPES = frozenset({"double", "float", "long", "integer", "string", "boolean"})
 
@@ -182,7 +191,7 @@ def _parse_doc(doc: dict[str, Any], model: ServedModel, body: bytes) -> ModelInp
 def _mlflow_parse(key: str, value: Any, model: ServedModel) -> Any:
     """MLflow's own parsing (and casting to the schema) of one input key."""
     meta = model.pyfunc.metadata
-    if mlc.signature_from_type_hint(meta):
+    if mlc.is_signature_from_type_hint(meta):
         if key != "inputs":
             raise ProtocolError(
                 "INVALID_PARAMETER_VALUE",
@@ -192,16 +201,34 @@ def _mlflow_parse(key: str, value: Any, model: ServedModel) -> Any:
         return value
     if key == "dataframe_split":
         _check_split_shape(value)
+    elif _is_records(value):
+        _record_columns(value, key, sparse=True)
     try:
         return mlc.parse_dataframe_or_tensor({key: value}, meta.get_input_schema())
     except mlc.mlflow_exception() as exc:
-        raise _from_mlflow(exc, f"'{key}' is invalid: ") from None
+        raise _from_mlflow(exc, model, f"'{key}' is invalid: ") from None
 
 
-def _from_mlflow(exc: Any, prefix: str = "") -> ProtocolError:
+def _from_mlflow(
+    exc: Any, model: ServedModel, prefix: str = "", params: dict[str, Any] | None = None
+) -> ProtocolError:
+    """MLflow's enforcement error as ours: MLflow's code, a message naming the column, property
+    or param and the kind of value sent, never the value (:mod:`._mlflow_messages`)."""
     code = getattr(exc, "error_code", "")
     code = code if code in ("BAD_REQUEST", "INVALID_PARAMETER_VALUE") else "BAD_REQUEST"
-    return ProtocolError(code, prefix + first_line(getattr(exc, "message", exc)))
+    message = None
+    if params and str(getattr(exc, "message", "")).startswith("Invalid parameters found"):
+        message = _mlflow_messages.bad_params(params, model.pyfunc.metadata.get_params_schema())
+    if message is None:
+        message = _mlflow_messages.describe(exc, _column_types(model))
+    return ProtocolError(code, prefix + first_line(message))
+
+
+def _column_types(model: ServedModel) -> dict[str, str] | None:
+    schema = model.pyfunc.metadata.get_input_schema()
+    if schema is None or schema.is_tensor_spec() or not schema.has_input_names():
+        return None
+    return {spec.name: repr(spec.type) for spec in schema.inputs}
 
 
 def _check_split_shape(value: Any) -> None:
@@ -300,7 +327,9 @@ def _numeric_frame(
     return pd.DataFrame(array.astype(dtype, copy=False), columns=pd.Index(order, dtype=object))
 
 
-def _frame_from_records(value: Any, model: ServedModel) -> pd.DataFrame:
+def _frame_from_records(
+    value: Any, model: ServedModel, key: str = "dataframe_records"
+) -> pd.DataFrame:
     if not isinstance(value, list) or not all(isinstance(r, dict) for r in value):
         raise ProtocolError(
             "BAD_REQUEST",
@@ -309,22 +338,54 @@ def _frame_from_records(value: Any, model: ServedModel) -> pd.DataFrame:
         )
     if not value:
         raise ProtocolError("BAD_REQUEST", "'dataframe_records' has no rows")
+    # names checked before pandas builds the frame (unknown ones never become columns, so the
+    # frame is at most rows x signature columns)
+    names: Any = _record_columns(value, key, sparse=model.columns is None)
+    if model.columns is not None and not names <= set(model.column_names):
+        names = dict.fromkeys(k for record in value for k in record)  # in order, for the message
+    check_column_names(list(names), model)
     frame = pd.DataFrame.from_records(value)
-    return enforce_frame(frame, model)
+    return enforce_columns(frame, model)
+
+
+def _is_records(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(r, dict) for r in value)
+
+
+def _record_columns(records: list[dict[str, Any]], key: str, sparse: bool) -> set[Any]:
+    """The column names a list of records makes, in linear time (one C-level pass); a 400 when
+    they are more than :data:`MAX_RECORD_COLUMNS` or (``sparse``) when the frame would be mostly
+    holes (more cells than :data:`SPARSE_FACTOR` times the values sent)."""
+    names: set[Any] = set().union(*records)
+    if len(names) > MAX_RECORD_COLUMNS:
+        raise ProtocolError(
+            "BAD_REQUEST",
+            f"'{key}' names {len(names)} distinct columns: send at most {MAX_RECORD_COLUMNS}, "
+            "the same keys in every record",
+        )
+    cells = len(records) * len(names)
+    if sparse and cells > _FREE_CELLS:
+        values = sum(map(len, records))
+        if cells > SPARSE_FACTOR * values:
+            raise ProtocolError(
+                "BAD_REQUEST",
+                f"'{key}' has {len(records)} records naming {len(names)} distinct columns but "
+                f"only {values} values: the table would be mostly empty; send records that "
+                "share their keys",
+            )
+    return names
 
 
 def _is_table(value: Any) -> bool:
     """A list of objects (records) or an object (of columns)."""
-    if isinstance(value, dict):
-        return True
-    return isinstance(value, list) and bool(value) and all(isinstance(r, dict) for r in value)
+    return isinstance(value, dict) or _is_records(value)
 
 
 def _tensor_input(key: str, value: Any, model: ServedModel) -> pd.DataFrame:
     """``instances`` / ``inputs`` (TF-serving style) for a column signature, as a table: a list
     of objects or an object of columns becomes a DataFrame, enforced here."""
     if isinstance(value, list):
-        return _frame_from_records(value, model)
+        return _frame_from_records(value, model, key)
     try:
         frame = pd.DataFrame({k: _as_column(v) for k, v in value.items()})
     except (ValueError, TypeError) as exc:
@@ -352,7 +413,7 @@ def _from_azure(doc: dict[str, Any], model: ServedModel) -> dict[str, Any]:
     out = {k: v for k, v in doc.items() if k == PARAMS_KEY}
     if isinstance(value, dict) and "data" in value and set(value) <= {"columns", "index", "data"}:
         out["dataframe_split"] = value
-    elif isinstance(value, list) and value and all(isinstance(r, dict) for r in value):
+    elif _is_records(value):
         out["dataframe_records"] = value
     elif isinstance(value, list) and model.columns is not None:
         out["dataframe_split"] = {"data": value}
@@ -456,7 +517,7 @@ def predict(model: ServedModel, model_input: ModelInput) -> Any:
         return model.pyfunc.predict(data)
     except MlflowException as exc:
         if exc.error_code in ("INVALID_PARAMETER_VALUE", "BAD_REQUEST"):
-            raise _from_mlflow(exc) from None
+            raise _from_mlflow(exc, model, params=model_input.params) from None
         raise _model_error(exc, data, model) from exc
     except Exception as exc:  # the model's own code: never crash the worker
         raise _model_error(exc, data, model) from exc

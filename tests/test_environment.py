@@ -73,29 +73,68 @@ def test_not_a_model_is_one_line(tmp_path):
     assert "has no MLmodel file" in environment.require(tmp_path)
 
 
-def test_serve_stops_within_seconds_with_one_line_naming_the_missing_package(
-        tmp_path, example_model):
-    """The issue's case: an MLflow sklearn model whose requirements say skops, served where
-    skops is missing, died with a traceback and "Worker failed to boot". (skops comes with the
-    full mlflow package installed here, so a package no environment has stands in for it.)"""
+def _skops_model(dest: Path) -> Path:
+    """The issue's model: scikit-learn saved by MLflow with skops, requirements as MLflow infers
+    them (they name skops)."""
+    import mlflow.sklearn
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+
+    x = np.arange(30, dtype=np.float64).reshape(10, 3)
+    model = LogisticRegression().fit(x, [0, 1] * 5)
+    mlflow.sklearn.save_model(model, str(dest), serialization_format="skops", input_example=x[:2])
+    return dest
+
+
+def _env_without(tmp_path: Path, *packages: str) -> Path:
+    """This venv less ``packages``: a venv of the same Python whose site-packages links every
+    entry of ours but theirs (modules and dist-info), so imports and importlib.metadata agree."""
+    import site
+    import venv
+
+    home = tmp_path / "env"
+    venv.EnvBuilder(with_pip=False, symlinks=True).create(home)
+    ours = Path(next(p for p in site.getsitepackages() if p.startswith(sys.prefix)))
+    theirs = next((home / "lib").glob("python3*/site-packages"))
+    for entry in ours.iterdir():
+        name = entry.name.lower().split("-")[0].removesuffix(".py")
+        if name not in packages and entry.name not in ("__pycache__",):
+            (theirs / entry.name).symlink_to(entry)
+    return home / "bin" / "python"
+
+
+def test_a_skops_model_without_skops_stops_within_seconds_with_one_line_naming_it(tmp_path):
+    """The issue's case: an MLflow sklearn model saved with skops, served where skops is
+    missing, died with a traceback and "Worker failed to boot". Both engines now stop before
+    any worker starts, exit code 3, one line naming skops and the fix."""
     pytest.importorskip("sklearn")
-    absent = "skops-absent-for-mldeploy-tests==0.13.0"
-    model = _model(tmp_path, example_model, [
-        "mlflow==3.17.2", "scikit-learn", absent, "cloudpickle"])
+    pytest.importorskip("skops", reason="saving a skops model needs skops")
+    model = _skops_model(tmp_path / "skops-model")
+    pinned = next(line for line in (model / "requirements.txt").read_text().splitlines()
+                  if line.startswith("skops"))
+    python = _env_without(tmp_path, "skops")
+    # the environment really lacks skops, and MLflow really needs it for this model
+    probe = subprocess.run(
+        [str(python), "-c", "import importlib.util, sys, mlflow.pyfunc\n"
+         "assert importlib.util.find_spec('skops') is None\n"
+         f"mlflow.pyfunc.load_model({str(model)!r})"],
+        capture_output=True, text=True, timeout=120, check=False)
+    assert probe.returncode != 0 and "No module named 'skops'" in probe.stderr, probe.stderr
+    cli = "import sys; from mldeploy.cli import main; sys.argv[0] = 'mldeploy'; main()"
     for engine in ("flask", "mlserver"):
         if engine == "mlserver" and importlib.util.find_spec("mlserver") is None:
             continue
         started = time.monotonic()
         proc = subprocess.run(
-            [MLDEPLOY, "serve", "-m", str(model), "--port", str(free_port(3)),
+            [str(python), "-c", cli, "serve", "-m", str(model), "--port", str(free_port(3)),
              "--engine", engine],
             capture_output=True, text=True, timeout=120, check=False,
         )
         took = time.monotonic() - started
         assert proc.returncode == 3, proc.stderr
         errors = [line for line in proc.stderr.splitlines() if " ERROR " in line]
-        assert len(errors) == 1 and absent in errors[0], proc.stderr
-        assert f"pip install '{absent}'" in errors[0]
+        assert len(errors) == 1 and pinned in errors[0], proc.stderr
+        assert f"pip install '{pinned}'" in errors[0] and "--env-manager virtualenv" in errors[0]
         assert "Traceback" not in proc.stderr and "Worker failed to boot" not in proc.stderr
         assert took < 60, took  # seconds, on a loaded machine; the model is never loaded
 

@@ -188,3 +188,33 @@ def test_kubernetes_pods_carry_the_prometheus_scrape_annotations():
     assert annotations["prometheus.io/scrape"] == "true"
     assert annotations["prometheus.io/port"] == str(port)
     assert annotations["prometheus.io/path"] == metrics.METRICS_PATH
+
+
+def test_names_follow_prometheus_conventions_and_the_readme_lists_every_one(app):
+    """Prometheus' naming rules (as KServe, MLServer and BentoML follow them, see the monitoring
+    notes): one ``mldeploy_`` prefix, counters end in ``_total``, histograms measure base units
+    (``_seconds``, ``_bytes``), snake_case labels, HELP on every family; and the README's Metrics
+    table names exactly the families /metrics exposes."""
+    import re
+
+    text = app.test_client().get("/metrics").text
+    families = {f.name: f for f in text_string_to_metric_families(text)  # not prometheus_client's
+                if f.name.startswith("mldeploy_") and not f.name.endswith("_created")}  # companions
+    assert families
+    for name, family in families.items():
+        assert re.fullmatch(r"mldeploy_[a-z0-9_]+", name) and family.documentation, name
+        if family.type == "counter":
+            assert all(s.name.endswith("_total") or s.name.endswith("_created")
+                       for s in family.samples), name
+        if family.type == "histogram":
+            assert name.endswith(("_seconds", "_bytes")), name
+        if name.endswith(("_seconds", "_bytes")):
+            assert family.type in ("histogram", "gauge"), name
+        for sample in family.samples:
+            assert all(re.fullmatch(r"[a-z][a-z0-9_]*", label) for label in sample.labels), name
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("### Metrics"):]
+    section = section[:section.index("\n## ")]
+    listed = set(re.findall(r"`(mldeploy_[a-z_]+)`", section))
+    exposed = {f"{n}_total" if f.type == "counter" else n for n, f in families.items()}
+    assert listed == exposed
