@@ -29,8 +29,8 @@ def model2(tmp_path):
     shutil.copytree(example_model_dir(), dst)
     (dst / "NOTES.txt").write_text("second model\n")
     mlmodel = dst / "MLmodel"
-    mlmodel.write_text(re.sub(r"(?m)^model_uuid: .*$", "model_uuid: 5ec0nd0000000000000000000000002",
-                              mlmodel.read_text()))
+    uuid = "model_uuid: 5ec0nd00000000000000000000000002"
+    mlmodel.write_text(re.sub(r"(?m)^model_uuid: .*$", uuid, mlmodel.read_text()))
     return str(dst)
 
 
