@@ -9,41 +9,32 @@ it reports one), so the same model is built and pushed once and a changed model 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mldeploy import images
-from mldeploy.errors import ConfigError
+from mldeploy.errors import ConfigError, MldeployError
 from mldeploy.images import BuildOptions, ImageRequest
 from mldeploy.plugins.kubernetes.config import KubernetesConfig
 from mldeploy.plugins.kubernetes.manifests import Model, model_version
+
+if TYPE_CHECKING:
+    from mldeploy.container.image.requirements import ModelFacts
 
 Log = Callable[[str], None]
 _REMOTE = ("models:/", "runs:/", "s3://", "gs://", "wasbs://", "abfss://", "http://", "https://",
            "dbfs:/", "hdfs://", "mlflow-artifacts:/")
 
 
-@dataclass(frozen=True)
-class Identity:
-    """What the model's ``MLmodel`` says it is (each None when it does not say)."""
-
-    run_id: str | None = None
-    model_uuid: str | None = None
-
-
-def identity(model_dir: Path) -> Identity:
-    """The run id and model uuid from ``model_dir/MLmodel`` (as text: YAML may make them ints)."""
-    import yaml
+def identity(model_dir: Path) -> ModelFacts | None:
+    """What the model's ``MLmodel`` says it is (its run id and ``model_uuid``, read by the image
+    builder's own reader); None for a directory that holds no readable MLmodel."""
+    from mldeploy.container.image.requirements import read_model
 
     try:
-        meta = yaml.safe_load((Path(model_dir) / "MLmodel").read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError, UnicodeDecodeError):
-        return Identity()
-    if not isinstance(meta, dict):
-        return Identity()
-    text = {k: str(meta[k]) if meta.get(k) not in (None, "") else None
-            for k in ("run_id", "model_uuid")}
-    return Identity(text["run_id"], text["model_uuid"])
+        return read_model(Path(model_dir))
+    except MldeployError:
+        return None
 
 
 def _local_dir(model_uri: str) -> Path | None:
@@ -110,4 +101,4 @@ def docker_builder(req: ImageRequest, log: Log) -> str:
     return pushed.reference
 
 
-__all__ = ["Identity", "docker_builder", "identity", "is_local", "reference", "resolve"]
+__all__ = ["docker_builder", "identity", "is_local", "reference", "resolve"]

@@ -84,18 +84,17 @@ def cleanup(target: Any, *, dry_run: bool = False) -> Cleanup:
     from mldeploy.plugins.local.errors import docker_errors
 
     with docker_errors("clean up the local engine"):
-        running: dict[str, str] = {}  # image id -> a container (any user's) that has it
+        users: dict[str, set[str]] = {}  # image id -> the containers (any user's) that have it
         for c in client.containers.list(all=True):
-            image_id = (c.attrs or {}).get("Image") or getattr(getattr(c, "image", None), "id",
-                                                               "")
-            running.setdefault(image_id, c.name)
+            users.setdefault((c.attrs or {}).get("Image", ""), set()).add(c.name)
         # Orphans: this home's containers whose endpoint has no state and no operation running.
         for info in engine.find(endpoint_filter(home)):
             endpoint = info.labels.get(LABEL_ENDPOINT, "")
             if endpoint in names or store.busy(endpoint):
                 continue
             result.containers.append(info.name)
-            running.pop(next((i for i, n in running.items() if n == info.name), ""), None)
+            for held in users.values():
+                held.discard(info.name)
             if not dry_run and not engine.remove(info.name, stop_timeout=5):
                 result.failed.append(f"container {info.name}")
         for image in client.images.list(filters={"label": f"{LABEL}=1"}):
@@ -105,7 +104,7 @@ def cleanup(target: Any, *, dry_run: bool = False) -> Cleanup:
                     tags and not all(t.startswith(f"{IMAGE_REPO}:") for t in tags)):
                 result.skipped_unowned += 1
                 continue
-            user = running.get(image.id)
+            user = min(users.get(image.id) or [""])
             endpoint = named.get(image.id) or next((named[t] for t in tags if t in named), None)
             if user or endpoint:
                 why = f"endpoint {endpoint}" if endpoint else f"container {user}"
