@@ -37,7 +37,7 @@ def test_cleanup_is_a_registered_verb():
     assert result.exit_code == 0 and "never another user's" in " ".join(result.output.split())
 
 
-# -- the cleanup's choices, on a fake engine (the real one: integration/test_cleanup_engine.py) --------
+# -- the cleanup's choices on a fake engine (the real one: integration/test_cleanup_engine.py)
 
 
 class _Image:
