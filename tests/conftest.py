@@ -19,12 +19,18 @@ def cluster():
 
 @pytest.fixture
 def model2(tmp_path):
-    """The example model with one more file: another model version."""
+    """The example model with one more file, saved again (a new ``model_uuid``): another model
+    version."""
+    import re
+
     from mldeploy.testing.conformance import example_model_dir
 
     dst = tmp_path / "model2"
     shutil.copytree(example_model_dir(), dst)
     (dst / "NOTES.txt").write_text("second model\n")
+    mlmodel = dst / "MLmodel"
+    uuid = "model_uuid: 5ec0nd00000000000000000000000002"
+    mlmodel.write_text(re.sub(r"(?m)^model_uuid: .*$", uuid, mlmodel.read_text()))
     return str(dst)
 
 

@@ -523,3 +523,20 @@ def test_build_docker_downloads_once_and_removes_it(
     with pytest.raises(BuildError, match="stop here"):
         build_mod.build_docker("models:/churn/3", "x:1")
     assert lent == [True] and len(downloads) == 1 and not downloads[0].exists()
+
+
+def test_serve_cli_on_an_address_that_is_not_this_machines_is_one_line_exit_2() -> None:
+    """What the user saw: ``mldeploy serve --host 203.0.113.9`` was "internal error (HostError:
+    ...)" with exit code 1."""
+    import subprocess
+    import sys
+
+    from mldeploy.testing.aws import free_port
+
+    for command in (["-m", "mldeploy.cli", "serve"], ["-m", "mldeploy.container", "serve"]):
+        proc = subprocess.run([sys.executable, *command, "-m", str(EXAMPLE), "--host",
+                               "203.0.113.9", "--port", str(free_port())],
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2, proc.stderr
+        assert "internal error" not in proc.stderr and "Traceback" not in proc.stderr
+        assert "not an address of this machine" in proc.stderr

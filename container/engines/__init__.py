@@ -156,7 +156,12 @@ def serve(env: Mapping[str, str] | None = None, **explicit: object) -> int:
     if engine.extra and importlib.util.find_spec(engine.extra) is None:
         raise MissingExtraError(f"engine {engine.name!r} needs {engine.extra}, which is not "
                                 "installed", hint=f"pip install 'mldeploy[{engine.extra}]'")
-    busy = busy_ports(settings.host, ports(settings))
+    try:
+        busy = busy_ports(settings.host, ports(settings))
+    except HostError as exc:  # bad input, as run() says it: exit code 2, one line
+        raise UsageError(str(exc), hint="listen on one of this machine's own addresses "
+                                        "(127.0.0.1, the default; 0.0.0.0 for all of them)"
+                         ) from None
     if busy:
         raise PortInUseError(busy_message(settings, busy),
                              hint="stop that process or choose another --port "

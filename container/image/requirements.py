@@ -40,6 +40,7 @@ class ModelFacts:
     flavors: tuple[str, ...]
     requirement_lines: tuple[str, ...]  # raw lines, includes resolved (-r followed)
     source: str  # which file the requirements came from ("" when none)
+    run_id: str | None = None  # the run that logged the model, when it says
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,7 @@ def read_model(path: Path) -> ModelFacts:
         python_version=_text(python_version),
         mlflow_version=_text(meta.get("mlflow_version")),
         model_uuid=_text(meta.get("model_uuid")),
+        run_id=_text(meta.get("run_id")),
         flavors=tuple(sorted(k for k in flavors if k != "python_function")),
         requirement_lines=tuple(lines),
         source=source,

@@ -135,6 +135,12 @@ def _check_deployment(obj: Mapping[str, Any]) -> None:
     template_labels = spec["template"]["metadata"].get("labels", {})
     if not _matches(spec["selector"].get("matchLabels", {}), template_labels):
         _fail(obj, "spec.selector does not match the pod template's labels")
+    for tsc in spec["template"].get("spec", {}).get("topologySpreadConstraints", []):
+        if not _matches(tsc.get("labelSelector", {}).get("matchLabels", {}), template_labels):
+            _fail(obj, f"the topology spread on {tsc.get('topologyKey')} does not select the "
+                       "Deployment's own pods")
+        if tsc.get("maxSkew", 0) < 1:
+            _fail(obj, "a topology spread's maxSkew must be at least 1")
     if spec.get("replicas", 1) < 0:
         _fail(obj, "replicas is negative")
     rolling = spec.get("strategy", {}).get("rollingUpdate", {})

@@ -57,6 +57,15 @@ def converge(kube: Kube, config: KubernetesConfig, name: str, steps: list[Step],
              tx: Transaction, say: Say) -> None:
     """Apply ``steps`` (from :func:`replace_steps`) in ``tx`` (module doc). An API error of a
     step propagates: the core's transaction undoes the steps before it."""
+    # An HPA this replace creates scales the Deployment at once: if the replace is undone (the
+    # HPA deleted again) the count must go back to the fixed one it had - recorded first, so
+    # it is undone after the HPA is gone.
+    hpa_new = any(s.kind == "HorizontalPodAutoscaler" and s.action is Action.CREATE
+                  for s in steps)
+    if hpa_new and steps[0].live is not None:
+        count = steps[0].live["spec"].get("replicas")
+        tx.record(resource("Deployment", kube.namespace, name),
+                  lambda: kube.patch("Deployment", name, {"spec": {"replicas": count}}))
     for s in sorted(steps[1:], key=lambda s: s.order):
         if s.action is Action.DELETE:
             assert s.live is not None
@@ -134,20 +143,29 @@ def _roll_back(kube: Kube, config: KubernetesConfig, name: str, before: dict[str
 
 
 def _deployment_detail(dep: Step, model: mf.Model) -> str:
-    """The Deployment's change: the model version and image if they change (then the other
-    fields outside the pod template), else the changed fields."""
+    """The Deployment's change: the model version (or, the same version with other files, its
+    digest) and image if they change (then the other fields outside the pod template), else the
+    changed fields."""
     assert dep.live is not None
     template = dep.live["spec"]["template"]
-    old_version = template["metadata"].get("labels", {}).get(mf.VERSION)
+    labels = template["metadata"].get("labels", {})
+    old_version, old_digest = labels.get(mf.VERSION), labels.get(mf.MODEL_DIGEST)
+    new_digest = mf.digest_label(model.digest) if model.digest else None
     old_image = template["spec"]["containers"][0].get("image")
-    if (old_version, old_image) == (model.version, model.image):
+    if (old_version, old_digest, old_image) == (model.version, new_digest, model.image):
         return dep.detail
     rest = {**dep.patch, "spec": {k: v for k, v in (dep.patch.get("spec") or {}).items()
                                   if k != "template"}}
     rest = {k: v for k, v in rest.items() if v}
     also = _converge.describe(view(dep.live, replicas=True), rest)
-    return (f"model version {old_version} -> {model.version}, image {model.image}"
-            + (f"; {also}" if also else ""))
+    if old_version != model.version:
+        what = f"model version {old_version} -> {model.version}"
+    elif old_digest != new_digest:
+        what = (f"model version {model.version}, other files (digest "
+                f"{(old_digest or '(unset)')[:12]} -> {(new_digest or '(unset)')[:12]})")
+    else:
+        what = f"model version {model.version}"
+    return f"{what}, image {model.image}" + (f"; {also}" if also else "")
 
 
 __all__ = ["converge", "replace_steps", "roll"]

@@ -41,11 +41,16 @@ def promoted(stable: Mapping[str, Any], canary: Mapping[str, Any]) -> dict[str, 
     ``stable``), with the canary's model version and URI in its own labels and annotations."""
     template = json.loads(json.dumps(canary["spec"]["template"]))
     template["metadata"]["labels"][mf.VARIANT] = mf.STABLE
+    for tsc in template["spec"].get("topologySpreadConstraints") or []:
+        tsc.get("labelSelector", {}).get("matchLabels", {})[mf.VARIANT] = mf.STABLE
     out = json.loads(json.dumps(dict(stable)))
     meta = out["metadata"]
-    version = template["metadata"]["labels"].get(mf.VERSION)
-    if version:
-        meta.setdefault("labels", {})[mf.VERSION] = version
+    for label in (mf.VERSION, mf.MODEL_DIGEST):
+        value = template["metadata"]["labels"].get(label)
+        if value:
+            meta.setdefault("labels", {})[label] = value
+        else:
+            meta.get("labels", {}).pop(label, None)
     uri = (canary["metadata"].get("annotations") or {}).get(mf.MODEL_URI)
     if uri:
         meta.setdefault("annotations", {})[mf.MODEL_URI] = uri

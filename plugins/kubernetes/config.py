@@ -41,6 +41,17 @@ class ModelSource(str, enum.Enum):
     URI = "uri"
 
 
+class Spread(str, enum.Enum):
+    """How a variant's pods spread over nodes (``topologySpreadConstraints`` on
+    ``kubernetes.io/hostname``, at most one pod more on one node than another): ``required``
+    (DoNotSchedule: with a PDB a node drain never takes two replicas; cordoned and tainted nodes
+    do not count), ``preferred`` (ScheduleAnyway) or ``off``."""
+
+    REQUIRED = "required"
+    PREFERRED = "preferred"
+    OFF = "off"
+
+
 class Output(str, enum.Enum):
     """What ``--dry-run`` prints: plain Kubernetes objects, or a KServe InferenceService."""
 
@@ -98,6 +109,9 @@ class KubernetesConfig:
     service_type: ServiceType = ServiceType.CLUSTER_IP
     pdb: bool = field(default=True, metadata={"help": "create a PodDisruptionBudget"})
     pdb_max_unavailable: int = field(default=1, metadata={"min": 1})
+    spread: Spread = field(default=Spread.REQUIRED, metadata={
+        "help": "spread pods over nodes: required (no two on a node while another node has "
+                "fewer), preferred, or off"})
     startup_timeout_seconds: int = field(default=300, metadata={
         "min": 10, "max": 3600, "help": "how long the startup probe waits for the model to load"})
     drain_seconds: int = field(default=25, metadata={
@@ -151,4 +165,4 @@ class KubernetesConfig:
                 raise ConfigError(f"env key {key!r} is not a valid environment variable name")
 
 
-__all__ = ["KubernetesConfig", "ModelSource", "Output", "PullPolicy", "ServiceType"]
+__all__ = ["KubernetesConfig", "ModelSource", "Output", "PullPolicy", "ServiceType", "Spread"]

@@ -16,8 +16,17 @@ HPA ``NAME``                autoscaling/v2 on CPU utilisation of the stable Depl
 PDB ``NAME``                policy/v1, maxUnavailable across both variants
 ==========================  ==================================================================
 
+GitOps-safe: with an HPA the stable Deployment has no ``spec.replicas`` (the HPA owns the count;
+a ``replicas`` in a manifest makes Argo CD or Flux reset the HPA's count on every sync), and
+pods spread over nodes (``topologySpreadConstraints`` on ``kubernetes.io/hostname``, pods of the
+same revision only) so the PDB's ``maxUnavailable`` means a node drain never takes two replicas
+at once.
+
 Every object carries ``app.kubernetes.io/managed-by: mldeploy`` and ``instance: NAME``; delete
-removes exactly the objects with those labels. Pods carry the model version label as well.
+removes exactly the objects with those labels. ``app.kubernetes.io/version`` is the model's
+version (the registry version, alias or run, else the MLmodel's run or uuid) and
+``mldeploy.io/model-digest`` the content digest of its files; the ``mldeploy.io/model-uri``
+annotation is a URI that resolves from anywhere (a relative local path made absolute).
 """
 
 from __future__ import annotations
@@ -28,7 +37,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from mldeploy.plugins.kubernetes.config import KubernetesConfig, ModelSource
+from mldeploy.plugins.kubernetes.config import KubernetesConfig, ModelSource, Spread
 from mldeploy.redact import redact_uri
 
 CONTAINER_PORT = 8080  # the serving container's contract (SAGEMAKER_BIND_TO_PORT)
@@ -43,6 +52,10 @@ VERSION = "app.kubernetes.io/version"
 COMPONENT = "app.kubernetes.io/component"
 VARIANT = "mldeploy.io/variant"
 MODEL_URI = "mldeploy.io/model-uri"
+MODEL_DIGEST = "mldeploy.io/model-digest"
+HOSTNAME = "kubernetes.io/hostname"
+ZONE = "topology.kubernetes.io/zone"
+TEMPLATE_HASH = "pod-template-hash"  # the Deployment controller's label of one revision's pods
 IMAGE = "mldeploy.io/image"
 CANARY_WEIGHT = "mldeploy.io/canary-weight"  # the share add/traffic sized the canary for
 STABLE, CANARY = "stable", "canary"
@@ -52,16 +65,36 @@ _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 
 @dataclass(frozen=True)
 class Model:
-    """The model one variant serves: its URI, the label-safe version and the image to run."""
+    """The model one variant serves: its URI, the label-safe version, the image to run and the
+    content digest of its files (None: not known, e.g. a remote model run from a given image)."""
 
     uri: str
     version: str
     image: str
+    digest: str | None = None
+
+
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
+
+
+def resolvable_uri(uri: str) -> str:
+    """The model URI as one that resolves wherever it is read, not only in the directory it was
+    typed in: a relative or ``~`` path (bare or ``file:``) made absolute and normalised, in the
+    form given (``file://`` stays ``file://``); other URIs (``models:/``, ``s3://``...) kept."""
+    from pathlib import Path
+
+    if uri.startswith("file:"):
+        path = uri.removeprefix("file://") if uri.startswith("file://") else uri[5:]
+        return Path(path).expanduser().resolve().as_uri() if path else uri
+    if _SCHEME.match(uri) and not re.match(r"^[A-Za-z]:[\\/]", uri):
+        return uri
+    return str(Path(uri).expanduser().resolve()) if uri else uri
 
 
 def scrub_uri(uri: str) -> str:
-    """The model URI for an annotation: credentials masked by the one redaction."""
-    return redact_uri(uri)
+    """The model URI for an annotation: resolvable (:func:`resolvable_uri`), credentials masked
+    by the one redaction."""
+    return redact_uri(resolvable_uri(uri))
 
 
 def label_value(text: str) -> str:
@@ -70,19 +103,27 @@ def label_value(text: str) -> str:
     return value if _LABEL_VALUE.match(value) else "unknown"
 
 
-def model_version(uri: str, digest: str | None = None) -> str:
-    """The version label of a model: ``models:/n/3`` -> ``3``, ``models:/n@champion`` ->
-    ``champion``, ``runs:/ID/path`` -> the run id's first 12 characters; else the content
-    ``digest`` (its first 12 hex digits) or the last path segment."""
+def model_version(uri: str, facts: Any = None) -> str:
+    """The version label of a model - the model's own, never a content hash (that has its own
+    label, :func:`digest_label`): ``models:/n/3`` -> ``3``, ``models:/n@champion`` ->
+    ``champion``, ``runs:/ID/path`` -> the run id's first 12 characters; else, from the model's
+    ``MLmodel`` (``facts``: :class:`mldeploy.container.image.requirements.ModelFacts`), its run
+    id's or its ``model_uuid``'s first 12 characters; else the last path segment."""
     m = re.match(r"^models:/[^/@]+(?:/(?P<v>[^/]+)|@(?P<a>[^/]+))", uri)
     if m:
         return label_value(m["v"] or m["a"])
     m = re.match(r"^runs:/(?P<run>[^/]+)", uri)
     if m:
         return label_value(m["run"][:12])
-    if digest:
-        return label_value(digest.split(":")[-1][:12])
+    for known in (getattr(facts, "run_id", None), getattr(facts, "model_uuid", None)):
+        if known:
+            return label_value(str(known)[:12])
     return label_value(uri.rstrip("/").rsplit("/", 1)[-1] or "model")
+
+
+def digest_label(digest: str) -> str:
+    """The content digest as a label value: its hex digits, at most 63."""
+    return label_value(digest.split(":")[-1][:63])
 
 
 def selector(name: str, variant: str | None = None) -> dict[str, str]:
@@ -94,10 +135,12 @@ def selector(name: str, variant: str | None = None) -> dict[str, str]:
 
 
 def labels(cfg: KubernetesConfig, name: str, variant: str | None = None,
-           version: str | None = None) -> dict[str, str]:
+           model: Model | None = None) -> dict[str, str]:
     out = {**cfg.labels, NAME: name, **selector(name, variant)}
-    if version:
-        out[VERSION] = version
+    if model is not None:
+        out[VERSION] = model.version
+        if model.digest:
+            out[MODEL_DIGEST] = digest_label(model.digest)
     return out
 
 
@@ -215,29 +258,56 @@ def pod_spec(cfg: KubernetesConfig, model: Model) -> dict[str, Any]:
     return spec
 
 
+def spread(cfg: KubernetesConfig, name: str, variant: str) -> list[dict[str, Any]]:
+    """Topology spread of one variant's pods: across nodes as ``cfg.spread`` says (the PDB then
+    protects against a node drain: one node holds at most one more pod than another), and across
+    zones where the cluster has them (best effort). Only pods of the same revision count
+    (``matchLabelKeys``), so a rollout's surge pods are not held back by the old ones."""
+    if cfg.spread is Spread.OFF:
+        return []
+    select = {"matchLabels": selector(name, variant)}
+    node = {"maxSkew": 1, "topologyKey": HOSTNAME, "labelSelector": select,
+            "matchLabelKeys": [TEMPLATE_HASH], "nodeTaintsPolicy": "Honor",
+            "whenUnsatisfiable": "DoNotSchedule" if cfg.spread is Spread.REQUIRED
+            else "ScheduleAnyway"}
+    zone = {"maxSkew": 1, "topologyKey": ZONE, "labelSelector": select,
+            "matchLabelKeys": [TEMPLATE_HASH], "whenUnsatisfiable": "ScheduleAnyway"}
+    return [node, zone]
+
+
 def pod_template(cfg: KubernetesConfig, name: str, variant: str, model: Model) -> dict[str, Any]:
+    spec = pod_spec(cfg, model)
+    constraints = spread(cfg, name, variant)
+    if constraints:
+        spec["topologySpreadConstraints"] = constraints
     return {
-        "metadata": {"labels": labels(cfg, name, variant, model.version),
+        "metadata": {"labels": labels(cfg, name, variant, model),
                      "annotations": {MODEL_URI: scrub_uri(model.uri), IMAGE: model.image,
                                      # Prometheus' pod discovery: the server's /metrics
                                      "prometheus.io/scrape": "true",
                                      "prometheus.io/port": str(CONTAINER_PORT),
                                      "prometheus.io/path": "/metrics"}},
-        "spec": pod_spec(cfg, model),
+        "spec": spec,
     }
 
 
 def deployment(cfg: KubernetesConfig, name: str, namespace: str, model: Model, *,
                variant: str = STABLE, replicas: int | None = None) -> dict[str, Any]:
-    """The Deployment of one variant. ``replicas`` None: ``min_replicas``."""
+    """The Deployment of one variant. ``replicas`` None: none when an HPA owns the count (the
+    stable variant with ``autoscale``), else ``min_replicas``."""
+    spec: dict[str, Any] = {}
+    if replicas is not None:
+        spec["replicas"] = replicas
+    elif not (cfg.autoscale and variant == STABLE):
+        spec["replicas"] = cfg.min_replicas
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": _meta(cfg, deployment_name(name, variant), namespace,
-                          labels(cfg, name, variant, model.version),
+                          labels(cfg, name, variant, model),
                           {MODEL_URI: scrub_uri(model.uri)}),
         "spec": {
-            "replicas": cfg.min_replicas if replicas is None else replicas,
+            **spec,
             "selector": {"matchLabels": selector(name, variant)},
             "strategy": {"type": "RollingUpdate",
                          "rollingUpdate": {"maxUnavailable": 0,
@@ -316,7 +386,7 @@ def inference_service(cfg: KubernetesConfig, name: str, namespace: str,
     return {
         "apiVersion": "serving.kserve.io/v1beta1",
         "kind": "InferenceService",
-        "metadata": _meta(cfg, name, namespace, labels(cfg, name, STABLE, model.version),
+        "metadata": _meta(cfg, name, namespace, labels(cfg, name, STABLE, model),
                           {MODEL_URI: scrub_uri(model.uri)}),
         "spec": {"predictor": predictor},
     }
@@ -343,7 +413,17 @@ def to_yaml(objects: list[Mapping[str, Any]]) -> str:
                               default_flow_style=False)
 
 
-__all__ = ["CANARY", "CANARY_WEIGHT", "CONTAINER_PORT", "MANAGED_BY", "MODEL_URI", "STABLE",
-           "VARIANT", "VERSION", "Model", "create_set", "deployment", "hpa", "inference_service",
-           "label_value", "labels", "model_version", "pdb", "pod_template", "scrub_uri",
-           "selector", "service", "to_yaml"]
+def with_initial_replicas(cfg: KubernetesConfig, obj: Mapping[str, Any]) -> dict[str, Any]:
+    """The body ``create`` sends for ``obj``: a Deployment without ``replicas`` (the HPA's)
+    starts at ``min_replicas`` rather than the API server's default of one pod, so the PDB
+    holds from the first minute; the HPA owns the count from then on. Other objects as they are."""
+    if obj.get("kind") != "Deployment" or "replicas" in obj["spec"]:
+        return dict(obj)
+    return {**obj, "spec": {"replicas": cfg.min_replicas, **obj["spec"]}}
+
+
+__all__ = ["CANARY", "CANARY_WEIGHT", "CONTAINER_PORT", "MANAGED_BY", "MODEL_DIGEST", "MODEL_URI",
+           "STABLE", "VARIANT", "VERSION", "Model", "create_set", "deployment", "digest_label",
+           "hpa", "inference_service", "label_value", "labels", "model_version", "pdb",
+           "pod_template", "resolvable_uri", "scrub_uri", "selector", "service", "spread",
+           "to_yaml", "with_initial_replicas"]

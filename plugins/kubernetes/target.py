@@ -29,7 +29,7 @@ from mldeploy.plugins.kubernetes import manifests as mf
 from mldeploy.plugins.kubernetes._client import Clients, Kube, connect
 from mldeploy.plugins.kubernetes._ops import rid
 from mldeploy.plugins.kubernetes.config import DNS_1035, KubernetesConfig, Output
-from mldeploy.plugins.kubernetes.errors import kube_errors
+from mldeploy.plugins.kubernetes.errors import Unreachable, kube_errors, scrub
 from mldeploy.target import (
     Action,
     Capability,
@@ -119,7 +119,7 @@ class KubernetesTarget(Target):
             objs = mf.create_set(self.config, name, kube.namespace, model)
             _checks.check(objs)
             for obj in objs:
-                _ops.create(tx, kube, obj)
+                _ops.create(tx, kube, mf.with_initial_replicas(self.config, obj))
                 self._say(f"created {rid(obj['kind'], kube.namespace, name)}", Status.CREATING)
             if tx.wait:
                 _ops.watch_or_fail(kube, name, self.config, timeout=tx.timeout, say=self._say)
@@ -263,39 +263,75 @@ class KubernetesTarget(Target):
     # -- plan ---------------------------------------------------------------------------------
 
     def _plan(self, mode: DeployMode, name: str, model_uri: str) -> KubernetesPlan:
-        """The dry run. ``create`` works offline too (no kubeconfig: GitOps use) — then the
-        namespace is the location's, the config's or ``default``, and existence is not checked."""
+        """The dry run. Without a cluster (no kubeconfig, or the API server not reachable) it
+        still renders the manifests - GitOps use: the namespace is the location's, the config's
+        or ``default``; nothing is compared with live objects and the changes say so."""
         try:
             kube: Kube | None = self.kube()
-        except UsageError:
-            if mode is not DeployMode.CREATE:
-                raise
+        except UsageError as exc:
+            self._say(f"no cluster ({exc.message}): rendering the manifests without comparing")
             kube = None
-        with self._guard(f"plan {name}"):
-            model = self._model(name, model_uri, build=False)
-            ns = kube.namespace if kube else (
-                self._location()[1] or self.config.namespace or "default")
-            if mode is DeployMode.CREATE:
-                if kube is not None:
-                    self._refuse_existing(kube, name)
-                objs = ([mf.inference_service(self.config, name, ns, model)]
-                        if self.config.output is Output.KSERVE
-                        else mf.create_set(self.config, name, ns, model))
-                _checks.check(objs)
-                changes = [Change(Action.CREATE, Resource(o["kind"].lower(), rid(
-                    o["kind"], ns, o["metadata"]["name"]))) for o in objs]
-                return KubernetesPlan(self.name, name, mode, tuple(changes), tuple(objs))
-            assert kube is not None
-            stable = self._ours(kube, name)
-            if mode is DeployMode.REPLACE:
-                steps = rp.replace_steps(kube, self.config, name, stable, model)
-                desired = mf.create_set(self.config, name, ns, model)
-                return KubernetesPlan(self.name, name, mode, tuple(s.change(ns) for s in steps),
-                                      tuple(desired))
-            canary = tr.canary_manifest(self.config, name, ns, model, stable)
-            change = Change(Action.CREATE, Resource("deployment", rid(
-                "Deployment", ns, canary["metadata"]["name"])), f"canary: {model.version}")
-            return KubernetesPlan(self.name, name, mode, (change,), (canary,))
+        model = self._model(name, model_uri, build=False)
+        if kube is not None:
+            with self._guard(f"plan {name}"):
+                try:
+                    return self._plan_live(kube, mode, name, model)
+                except Unreachable as exc:
+                    self._say(f"cluster not reachable ({scrub(str(exc), 200)}): rendering the "
+                              "manifests without comparing")
+        ns = self._location()[1] or self.config.namespace or (
+            self.clients.namespace if isinstance(self.clients, Clients) else None) or "default"
+        return self._plan_offline(mode, name, ns, model)
+
+    def _objects(self, mode: DeployMode, name: str, ns: str, model: mf.Model,
+                 stable: dict[str, Any] | None) -> list[dict[str, Any]]:
+        if mode is DeployMode.ADD:
+            return [tr.canary_manifest(self.config, name, ns, model, stable or {
+                "spec": {"replicas": self.config.min_replicas}})]
+        objs = ([mf.inference_service(self.config, name, ns, model)]
+                if self.config.output is Output.KSERVE
+                else mf.create_set(self.config, name, ns, model))
+        _checks.check(objs)
+        return objs
+
+    def _plan_offline(self, mode: DeployMode, name: str, ns: str,
+                      model: mf.Model) -> KubernetesPlan:
+        objs = self._objects(mode, name, ns, model, None)
+        action = Action.CREATE if mode is not DeployMode.REPLACE else Action.UPDATE
+        detail = "" if mode is DeployMode.CREATE else "not compared with the cluster"
+        if mode is DeployMode.ADD:
+            detail = f"canary: {model.version}; sized for {self.config.min_replicas} stable " \
+                     "pods (not compared with the cluster)"
+        changes = [Change(action, Resource(o["kind"].lower(), rid(o["kind"], ns,
+                                                                  o["metadata"]["name"])),
+                          detail or self._initial(o)) for o in objs]
+        return KubernetesPlan(self.name, name, mode, tuple(changes), tuple(objs))
+
+    def _initial(self, obj: dict[str, Any]) -> str:
+        if obj["kind"] == "Deployment" and "replicas" not in obj["spec"]:
+            return (f"starts at {self.config.min_replicas} pods; the HPA owns the count "
+                    "(no replicas in the manifest)")
+        return ""
+
+    def _plan_live(self, kube: Kube, mode: DeployMode, name: str,
+                   model: mf.Model) -> KubernetesPlan:
+        ns = kube.namespace
+        if mode is DeployMode.CREATE:
+            self._refuse_existing(kube, name)
+            objs = self._objects(mode, name, ns, model, None)
+            changes = [Change(Action.CREATE, Resource(o["kind"].lower(), rid(
+                o["kind"], ns, o["metadata"]["name"])), self._initial(o)) for o in objs]
+            return KubernetesPlan(self.name, name, mode, tuple(changes), tuple(objs))
+        stable = self._ours(kube, name)
+        if mode is DeployMode.REPLACE:
+            steps = rp.replace_steps(kube, self.config, name, stable, model)
+            desired = mf.create_set(self.config, name, ns, model)
+            return KubernetesPlan(self.name, name, mode, tuple(s.change(ns) for s in steps),
+                                  tuple(desired))
+        (canary,) = self._objects(mode, name, ns, model, stable)
+        change = Change(Action.CREATE, Resource("deployment", rid(
+            "Deployment", ns, canary["metadata"]["name"])), f"canary: {model.version}")
+        return KubernetesPlan(self.name, name, mode, (change,), (canary,))
 
 
 __all__ = ["KubernetesPlan", "KubernetesTarget", "check_name"]

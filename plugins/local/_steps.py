@@ -21,6 +21,7 @@ from mldeploy.plugins.local import _gateway_ctl as gw
 from mldeploy.plugins.local._client import ContainerSpec, Engine, Unhealthy, free_port
 from mldeploy.plugins.local._resources import (
     LABEL,
+    LABEL_HOME,
     container_labels,
     container_name,
     image_tag,
@@ -75,7 +76,7 @@ def build_options(config: LocalConfig, remembered: dict[str, object] | None) -> 
 
 
 def ensure_image(engine: Engine, config: LocalConfig, model_uri: str, say: Say,
-                 remembered: dict[str, object] | None = None,
+                 remembered: dict[str, object] | None = None, home: str = "",
                  ) -> tuple[str, str, BuildOptions | None]:
     """The image to run: ``config.image`` as it is, else the model's content-tagged image,
     built once (``config.rebuild`` forces a build) with the build options given now, else the
@@ -93,7 +94,10 @@ def ensure_image(engine: Engine, config: LocalConfig, model_uri: str, say: Say,
 
     options = build_options(config, remembered)
     with materialize(model_uri) as model_dir:
-        req = images.request(model_dir, model_uri, options, image_tag, labels={LABEL: "1"})
+        # LABEL_HOME: the state directory that built it (``mldeploy cleanup`` removes only its
+        # own unused images on a shared engine).
+        labels = {LABEL: "1", **({LABEL_HOME: home} if home else {})}
+        req = images.request(model_dir, model_uri, options, image_tag, labels=labels)
         iid = None if config.rebuild else engine.image_id(req.reference)
         if iid is not None:
             say(f"image {req.reference} is built already")

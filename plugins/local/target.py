@@ -157,7 +157,8 @@ class LocalTarget(Target):
         """Start ``vname`` serving ``model_uri``, then route to it together with ``kept``; each
         container, state file and gateway is recorded in ``tx`` as it is made."""
         c = self.config
-        *image, built_with = ro.ensure_image(self.engine, c, model_uri, self._say, base.build)
+        *image, built_with = ro.ensure_image(self.engine, c, model_uri, self._say, base.build,
+                                             home=self.home)
         lim = ro.limits(c, base.limits)
         new_variant = ro.start_variant(
             self.engine, c, home=self.home, endpoint=base.name, variant=vname,

@@ -44,6 +44,9 @@ class Clients:
                 raise ConfigError("no AWS region given",
                                   hint="use --target sagemaker:/REGION, -C region_name=REGION "
                                        "or AWS_DEFAULT_REGION")
+            from mldeploy.plugins.sagemaker.config import check_region
+
+            check_region(session.region_name)  # before any call: one line, not a DNS error
             if assume_role_arn:
                 creds = session.client("sts").assume_role(
                     RoleArn=assume_role_arn, RoleSessionName="mldeploy")["Credentials"]

@@ -23,6 +23,64 @@ ECR_HOST = re.compile(r"^(?P<account>\d{12})\.dkr\.ecr(?:-fips)?\.(?P<region>[a-
                       r"\.amazonaws\.com(?:\.cn)?$")
 
 
+_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d{1,2}$")
+
+
+def known_regions() -> set[str]:
+    """The regions with SageMaker in every AWS partition, from botocore's endpoint data (no
+    call is made); empty when botocore is not installed."""
+    try:
+        import botocore.session
+    except ImportError:  # pragma: no cover - the sagemaker extra brings it
+        return set()
+    session = botocore.session.get_session()
+    return {r for p in session.get_available_partitions()
+            for r in session.get_available_regions("sagemaker", partition_name=p)}
+
+
+def check_region(region: str, where: str = "region") -> None:
+    """Refuse a region SageMaker does not have, before any AWS call (one readable line, not an
+    endpoint's DNS failure or an emulator's HTML 500)."""
+    known = known_regions()
+    if _REGION.match(region) and (not known or region in known):
+        return
+    import difflib
+
+    near = difflib.get_close_matches(region, sorted(known), n=1, cutoff=0.6)
+    raise ConfigError(
+        f"{where} {region!r} is not an AWS region with SageMaker"
+        + (f"; did you mean {near[0]!r}?" if near else ""),
+        hint="e.g. --target sagemaker:/us-east-1 (a region newer than this botocore: "
+             "pip install -U boto3)")
+
+
+def known_instance_types() -> tuple[str, ...]:
+    """SageMaker's hosting instance types (``ProductionVariantInstanceType`` in botocore's
+    service model, read offline); empty when botocore is not installed."""
+    try:
+        import botocore.session
+    except ImportError:  # pragma: no cover - the sagemaker extra brings it
+        return ()
+    model = botocore.session.get_session().get_service_model("sagemaker")
+    return tuple(model.shape_for("ProductionVariantInstanceType").enum)
+
+
+def check_instance_type(value: str) -> None:
+    """Refuse an instance type SageMaker endpoints cannot run on (``m5.large``: ``ml.m5.large``),
+    before any AWS call."""
+    known = known_instance_types()
+    if value in known or (not known and re.match(r"^ml\.[a-z0-9-]+\.[a-z0-9]+$", value)):
+        return
+    import difflib
+
+    guess = f"ml.{value}" if f"ml.{value}" in known else next(
+        iter(difflib.get_close_matches(value, known, n=1, cutoff=0.7)), None)
+    raise ConfigError(f"instance_type {value!r} is not a SageMaker hosting instance type"
+                      + (f"; did you mean {guess!r}?" if guess else ""),
+                      hint="hosting types start with ml., e.g. ml.m5.large, ml.c5.xlarge, "
+                           "ml.g5.xlarge")
+
+
 def _s3(value: str | None, key: str) -> None:
     if value is not None and not _S3.match(value):
         raise ConfigError(f"config {key}={value!r} is not an s3:// URI",
@@ -198,6 +256,10 @@ class SageMakerConfig:
     log_lines: int = field(default=20, metadata={"min": 0, "max": 1000})
 
     def validate(self) -> None:
+        if self.region_name is not None:
+            check_region(self.region_name, "region_name")
+        if self.instance_type is not None:
+            check_instance_type(self.instance_type)
         if self.execution_role_arn is not None and not _ROLE.match(self.execution_role_arn):
             raise ConfigError(f"execution_role_arn {self.execution_role_arn!r} is not an IAM "
                               "role ARN", hint="arn:aws:iam::123456789012:role/NAME")
@@ -243,4 +305,5 @@ class SageMakerConfig:
 
 __all__ = ["AsyncInferenceConfig", "AutoscalingConfig", "BuildConfig", "CaptureMode",
            "DataCaptureConfig", "DeploymentConfig", "Engine", "EnvManager", "Platform",
-           "SageMakerConfig", "ServerlessConfig", "Strategy", "VpcConfig", "check_ecr_repository"]
+           "SageMakerConfig", "ServerlessConfig", "Strategy", "VpcConfig", "check_ecr_repository",
+           "check_instance_type", "check_region", "known_instance_types", "known_regions"]

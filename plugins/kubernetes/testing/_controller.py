@@ -68,6 +68,8 @@ class Controllers:
     # -- reconcile ------------------------------------------------------------------------
 
     def reconcile(self, now: float) -> None:
+        for hpa in self.store.items("HorizontalPodAutoscaler"):
+            self._autoscaler(hpa)
         for dep in self.store.items("Deployment"):
             self._deployment(dep, now)
         for svc in self.store.items("Service"):
@@ -75,6 +77,24 @@ class Controllers:
                     "loadBalancer", {}).get("ingress"):
                 self.store.patch("Service", svc["metadata"]["namespace"], svc["metadata"]["name"],
                                  {"status": {"loadBalancer": {"ingress": [{"ip": "127.0.0.1"}]}}})
+
+    def _autoscaler(self, hpa: dict[str, Any]) -> None:
+        """The HPA controller's bounds (no metrics here): a scale target below minReplicas is
+        scaled up to it, one above maxReplicas down to it; 0 replicas means autoscaling is off
+        for it (as the real controller treats it)."""
+        spec, ns = hpa["spec"], hpa["metadata"]["namespace"]
+        ref = spec.get("scaleTargetRef") or {}
+        if ref.get("kind") != "Deployment":
+            return
+        dep = next((d for d in self.store.items("Deployment", ns)
+                    if d["metadata"]["name"] == ref.get("name")), None)
+        if dep is None:
+            return
+        current = int(dep["spec"].get("replicas", 1))
+        lo, hi = int(spec.get("minReplicas", 1)), int(spec["maxReplicas"])
+        if current and not lo <= current <= hi:
+            self.store.patch("Deployment", ns, ref["name"],
+                             {"spec": {"replicas": min(max(current, lo), hi)}})
 
     def _owned(self, kind: str, owner: dict[str, Any]) -> list[dict[str, Any]]:
         uid = owner["metadata"]["uid"]

@@ -6,8 +6,8 @@ sent with what it reads back must tolerate (kmock fills in none):
   NodePort and LoadBalancer ``nodePort`` per port (kept by port name on update, as the real
   server's ``patchAllocatedValues`` does) and ``externalTrafficPolicy``; dropped again, with the
   load balancer status, when the type becomes ClusterIP;
-- Deployments: ``minReadySeconds`` left out when 0 (omitempty), the template's
-  ``metadata.creationTimestamp: null``;
+- Deployments: ``replicas`` 1 when the body has none, ``minReadySeconds`` left out when 0
+  (omitempty), the template's ``metadata.creationTimestamp: null``;
 - pod templates: ``restartPolicy``, ``dnsPolicy``, ``schedulerName``, ``terminationMessagePath``,
   the deprecated ``serviceAccount`` mirroring ``serviceAccountName`` (and filling it in when only
   ``serviceAccount`` is left, as the v1 conversion does), and quantities in canonical form
@@ -38,6 +38,7 @@ class Defaults:
             if obj["spec"].get("type") != "LoadBalancer":
                 obj.pop("status", None)
         elif kind == "Deployment":
+            obj["spec"].setdefault("replicas", 1)
             if obj["spec"].get("minReadySeconds") == 0:
                 del obj["spec"]["minReadySeconds"]
             obj["spec"]["template"].setdefault("metadata", {})["creationTimestamp"] = None
