@@ -375,6 +375,8 @@ def make_servers(args) -> list[Server]:
                 ours_argv,
             )
         )
+    if "before" in args.servers:
+        servers.append(before_server(args, model))
     if "peer" in args.servers or "mlflow" in args.servers:
         venv = Path(args.peers_venv)
         mlflow_bin = venv / "bin" / "mlflow"
@@ -446,6 +448,52 @@ def make_servers(args) -> list[Server]:
     if not servers:
         sys.exit("no server selected")
     return servers
+
+
+def before_tree(commit: str) -> Path:
+    """mldeploy as of ``commit`` (git archive), laid out as the ``mldeploy`` package the way
+    pyproject maps it (src/mldeploy, plugins -> mldeploy.plugins, container ->
+    mldeploy.container), cached under bench/results/; returns the directory to put on
+    PYTHONPATH."""
+    full = _run(["git", "-C", str(ROOT), "rev-parse", "--verify", f"{commit}^{{commit}}"])
+    if len(full) != 40:
+        sys.exit(f"before: {commit!r} is not a commit of this repository")
+    root = BENCH / "results" / f"before-{full[:12]}"
+    pkg = root / "pkg"
+    if not (pkg / "mldeploy" / "container").is_dir():
+        shutil.rmtree(root, ignore_errors=True)
+        tree = root / "tree"
+        tree.mkdir(parents=True)
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", full], check=True,
+                                 capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+        (pkg).mkdir()
+        shutil.copytree(tree / "src" / "mldeploy", pkg / "mldeploy")
+        shutil.copytree(tree / "plugins", pkg / "mldeploy" / "plugins")
+        shutil.copytree(tree / "container", pkg / "mldeploy" / "container")
+    return pkg
+
+
+def before_server(args, model: str) -> Server:
+    """``mldeploy serve`` at ``--before-commit`` (default: the commit before the asyncio/h11
+    transport, whose flask engine ran gunicorn's gthread worker), in the project venv."""
+    pkg = before_tree(args.before_commit)
+    engine = (pkg / "mldeploy" / "container" / "engines" / "flask.py").read_text()
+    worker = "gthread" if "gunicorn.workers.gthread" in engine else "mldeploy's worker"
+    python = str(Path(args.ours_bin).parent / "python")
+    short = _run(["git", "-C", str(ROOT), "rev-parse", "--short", args.before_commit])
+
+    def before_argv(port, workdir, pkg=pkg, python=python):
+        env = dict(os.environ)
+        env["PYTHONPATH"] = str(pkg)  # ahead of the editable install's finder
+        env["SAGEMAKER_MODEL_SERVER_WORKERS"] = str(args.workers)
+        argv = [python, "-c", "import sys; from mldeploy.cli import main; sys.exit(main())",
+                "serve", "-m", model, "--host", HOST, "--port", str(port),
+                "--workers", str(args.workers)]
+        return argv, env, str(workdir)
+
+    return Server("before", f"mldeploy serve @ {short} ({worker})",
+                  f"mldeploy @ {short}, {worker} worker", before_argv)
 
 
 def _run(argv) -> str:
@@ -709,7 +757,7 @@ def report(res: dict) -> str:
     servers = res["servers"]
     keys = [s["key"] for s in servers]
     label = {s["key"]: s["label"] for s in servers}
-    short = {"ours": "ours", "mlflow": "mlflow", "mlserver": "MLServer"}
+    short = {"ours": "ours", "before": "before", "mlflow": "mlflow", "mlserver": "MLServer"}
     m = res["machine"]
     lines = []
     a = res["args"]
@@ -935,7 +983,14 @@ def parse_args(argv=None):
     p.add_argument(
         "--servers",
         default="ours,peer",
-        help="comma list of ours, peer (mlflow models serve) (ours,peer)",
+        help="comma list of ours, before (ours at --before-commit), peer (mlflow models "
+        "serve) (ours,peer)",
+    )
+    p.add_argument(
+        "--before-commit",
+        default="4d59942",
+        help="the commit the 'before' server runs (4d59942: the flask engine on gunicorn's "
+        "gthread worker, before the asyncio/h11 transport of issue #17)",
     )
     p.add_argument(
         "--mlserver",

@@ -29,6 +29,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hostile_kit import ACCEPTED, PROBES
 
 from mldeploy.plugins.local import _gateway_ctl as gw
 from mldeploy.plugins.local._state import EndpointState, StateStore, VariantState
@@ -493,66 +494,7 @@ def test_12_mb_of_one_byte_chunks_do_not_stall_the_gateways(gateways):
 
 # -- framing ---------------------------------------------------------------------------------------
 
-SMUGGLED = b"GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
-PROBES: dict[str, bytes] = {
-    "two Content-Lengths": b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
-                           b"Content-Length: 40\r\n\r\nhello" + SMUGGLED,
-    "Content-Length list": b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Length: 5, 40\r\n"
-                           b"\r\nhello" + SMUGGLED,
-    "CL then TE chunked": b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Length: 40\r\n"
-                          b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + SMUGGLED,
-    "TE chunked then CL": b"POST /invocations HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked"
-                          b"\r\nContent-Length: 4\r\n\r\n0\r\n\r\n" + SMUGGLED,
-    "space before colon": b"POST /invocations HTTP/1.1\r\nHost: x\r\nTransfer-Encoding : chunked"
-                          b"\r\nContent-Length: 5\r\n\r\n0\r\n\r\n" + SMUGGLED,
-    "xchunked": b"POST /invocations HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: xchunked\r\n\r\n"
-                b"0\r\n\r\n" + SMUGGLED,
-    "chunked, identity": b"POST /invocations HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, "
-                         b"identity\r\n\r\n0\r\n\r\n" + SMUGGLED,
-    "identity": b"POST /invocations HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: identity\r\n\r\n"
-                + SMUGGLED,
-    "TE twice": b"POST /invocations HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
-                b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + SMUGGLED,
-    "TE with a tab": b"POST /invocations HTTP/1.1\r\nHost: x\r\nTransfer-Encoding:\tchunked\t,x"
-                     b"\r\n\r\n0\r\n\r\n" + SMUGGLED,
-    "CL +5": b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Length: +5\r\n\r\nhello" + SMUGGLED,
-    "CL -1": b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n" + SMUGGLED,
-    "CL 5_0": b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Length: 5_0\r\n\r\n" + SMUGGLED,
-    "CL 0x5": b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Length: 0x5\r\n\r\n" + SMUGGLED,
-    "CL 1e1": b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Length: 1e1\r\n\r\n" + SMUGGLED,
-    "CL fullwidth digit": b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Length: \xef\xbc\x95"
-                          b"\r\n\r\nhello" + SMUGGLED,
-    "NUL in a value": b"POST /invocations HTTP/1.1\r\nHost: x\r\nX-A: a\x00b\r\n"
-                      b"Content-Length: 0\r\n\r\n" + SMUGGLED,
-    "NUL in a name": b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Length\x00: 5\r\n\r\nhello"
-                     + SMUGGLED,
-    "bare CR in a value": b"POST /invocations HTTP/1.1\r\nHost: x\r\nX-A: a\rContent-Length: 5"
-                          b"\r\n\r\nhello" + SMUGGLED,
-    "obs-fold": b"POST /invocations HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: identity\r\n"
-                b" chunked\r\n\r\n0\r\n\r\n" + SMUGGLED,
-    "space in a name": b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent Length: 5\r\n\r\nhello"
-                       + SMUGGLED,
-    "HTTP/1.1x": b"POST /invocations HTTP/1.1x\r\nHost: x\r\nContent-Length: 0\r\n\r\n" + SMUGGLED,
-    "HTTP/1.10": b"POST /invocations HTTP/1.10\r\nHost: x\r\nContent-Length: 0\r\n\r\n" + SMUGGLED,
-    "lower-case version": b"POST /invocations http/1.1\r\nHost: x\r\n\r\n" + SMUGGLED,
-    "two spaces in the request line": b"POST  /invocations HTTP/1.1\r\nHost: x\r\n\r\n"
-                                      + SMUGGLED,
-    "no Host": b"POST /invocations HTTP/1.1\r\nContent-Length: 0\r\n\r\n" + SMUGGLED,
-    "chunk size 0x5": b"POST /invocations HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
-                      b"0x5\r\nhello\r\n0\r\n\r\n" + SMUGGLED,
-    "chunk size -1": b"POST /invocations HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
-                     b"-1\r\n\r\n0\r\n\r\n" + SMUGGLED,
-    "chunk size zz": b"POST /invocations HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
-                     b"zz\r\nhello\r\n0\r\n\r\n" + SMUGGLED,
-    "chunk longer than its size": b"POST /invocations HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: "
-                                  b"chunked\r\n\r\n3\r\nhello\r\n0\r\n\r\n" + SMUGGLED,
-    "chunk size 2^64": b"POST /invocations HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked"
-                       b"\r\n\r\n10000000000000000\r\nhello\r\n0\r\n\r\n" + SMUGGLED,
-    "request line only LF": b"POST /invocations HTTP/1.1\nHost: x\nContent-Length: 5\n\nhello"
-                            + SMUGGLED,
-}
-# accepted on purpose (RFC 9112 allows it, h11 and gunicorn both take it): one body, no smuggling
-ACCEPTED = {"request line only LF"}
+# RFC 9112's framing probes: the same list as test_hostile_serve.py's (hostile_kit.PROBES)
 
 
 @pytest.mark.parametrize("probe", sorted(PROBES))
@@ -617,6 +559,29 @@ def test_half_closed_clients_get_their_answer(gateways):
             reply = _read_all(s, 10)
         assert _status(reply) == 200 and b"Connection: close" in reply
         assert b'"predictions"' in reply
+
+
+def test_half_closed_clients_get_an_answer_that_comes_seconds_later(gateways, slow):
+    """The client half-closes at once; the upstream answers after its 3 s delay: the gateway
+    keeps the connection and writes the answer (five clients at the same time)."""
+    ep, _ = gateways
+    replies: list[bytes] = []
+
+    def client() -> None:
+        with _connect(ep.port, timeout=15) as s:
+            s.sendall(_post(extra=b"X-Amzn-SageMaker-Target-Variant: slow\r\n", close=False))
+            s.shutdown(socket.SHUT_WR)
+            replies.append(_read_all(s, 15))
+
+    started = time.monotonic()
+    threads = [threading.Thread(target=client) for _ in range(5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    assert len(replies) == 5
+    assert all(_status(r) == 200 and b'"slow"' in r for r in replies), [r[:100] for r in replies]
+    assert time.monotonic() - started >= slow.delay - 0.5  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize("method", [b"GET", b"PUT", b"DELETE", b"TRACE", b"OPTIONS", b"PATCH",

@@ -48,7 +48,9 @@ pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = REPO / "src" / "mldeploy" / "examples" / "classifier"
-MLDEPLOY = str(Path(sys.executable).with_name("mldeploy"))
+# MLDEPLOY_HOSTILE_SERVE_CMD runs the suite against another build (the README's before/after)
+MLDEPLOY = os.environ.get("MLDEPLOY_HOSTILE_SERVE_CMD") or str(Path(sys.executable).with_name(
+    "mldeploy"))
 BODY = json.dumps(json.loads((MODEL / "serving_input_example.json").read_text())).encode()
 COLUMNS = [f"f{i}" for i in range(20)]
 LIMITS = {"MLDEPLOY_HEADER_TIMEOUT": "2", "MLDEPLOY_BODY_TIMEOUT": "3",
