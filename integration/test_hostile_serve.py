@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib.util
 import json
 import os
 import re
@@ -104,10 +105,29 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _free_ports_in_range(count: int, low: int = 23000, high: int = 24000) -> int:
+    """The first of ``count`` consecutive free ports in this suite's range (mlserver engine:
+    HTTP, gRPC, metrics)."""
+    for first in range(low + (os.getpid() * 7) % 500, high - count, count):
+        socks = []
+        try:
+            for port in range(first, first + count):
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", port))
+            return first
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    pytest.skip(f"no {count} consecutive free ports in {low}-{high}")
+
+
 @contextlib.contextmanager
-def _serve(tmp: Path, model: Path, *args: str, env: dict[str, str] | None = None
-           ) -> Iterator[Served]:
-    port = _free_port()
+def _serve(tmp: Path, model: Path, *args: str, env: dict[str, str] | None = None,
+           port: int | None = None, start_timeout: float = 120) -> Iterator[Served]:
+    port = port or _free_port()
     log = tmp / f"serve-{port}.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
@@ -116,7 +136,7 @@ def _serve(tmp: Path, model: Path, *args: str, env: dict[str, str] | None = None
             stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **LIMITS, **(env or {})})
     served = Served(proc, port, log)
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + start_timeout
         while True:
             with contextlib.suppress(OSError):
                 if status(ask(port, b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n", 2)) == 200:
@@ -254,8 +274,9 @@ def test_an_idle_keep_alive_connection_is_closed_after_the_idle_timeout(server):
 # -- CPU bombs (item 2) ----------------------------------------------------------------------------
 
 
-def _timed(server: Served, what: str, raw: bytes, limit: float = 3.0) -> bytes:
-    with _pinger(server) as p:
+def _timed(server: Served, what: str, raw: bytes, limit: float = 3.0,
+           bound: float = 1.0) -> bytes:
+    with Pinger({"serve": server.port}, REPORT, bound=bound) as p:
         started = time.monotonic()
         reply = ask(server.port, raw, limit=30)
         took = time.monotonic() - started
@@ -591,3 +612,44 @@ def test_a_timed_out_prediction_stops_burning_cpu(tmp_path, slow_model):
         ok = ask(served.port, post(json.dumps(
             {"dataframe_split": {"columns": ["sleep"], "data": [[0.0]]}}).encode()))
         assert status(ok) == 200
+
+
+# -- the mlserver engine: MLServer's HTTP server (uvicorn) ---------------------------------------
+
+
+@pytest.mark.skipif(importlib.util.find_spec("mlserver") is None,
+                    reason="MLServer is not installed (pip install 'mldeploy[mlserver]')")
+def test_mlserver_engine_under_slow_clients_and_cpu_bombs(tmp_path):
+    """The mlserver engine's HTTP layer is MLServer's uvicorn: an event loop, so slow clients
+    do not hold threads and ``/ping`` keeps answering, and the bodies go through the same
+    linear-time checks. What uvicorn does not have (the README says so): a deadline for a
+    request's head, so a connection that never sends a byte stays open."""
+    port = _free_ports_in_range(3)
+    with _serve(tmp_path, MODEL, "--engine", "mlserver", port=port, start_timeout=180) as served:
+        socks = [connect(served.port) for _ in range(8)]
+        silent = [connect(served.port) for _ in range(50)]
+        try:
+            with Pinger({"serve": served.port}, REPORT, minimum=20) as p:
+                for s in socks:
+                    s.sendall(b"P")
+                time.sleep(HEAD_T + 2)
+            p.check("mlserver engine: 8 one-byte clients + 50 silent connections")
+            closed, _ = wait_closed(silent, 0.5)
+            assert closed == 0  # uvicorn: no head deadline (documented in the README)
+        finally:
+            for s in socks + silent:
+                s.close()
+        for what, raw in (
+            ("mlserver engine: dataframe_split, 40,000 repeated names",
+             post(_split(["f0"] * 40_000))),
+            ("mlserver engine: CSV header of 50,000 names",
+             post(",".join(f"c{i}" for i in range(50_000)).encode() + b"\n1\n",
+                  content_type=b"text/csv")),
+            ("mlserver engine: inputs with 200,000 unknown keys",
+             post(json.dumps({"inputs": {f"k{i}": [1.0] for i in range(200_000)}}).encode())),
+        ):
+            # a bound of 2 s: MLServer parses in a thread of the event loop's process, and
+            # orjson holds the GIL through a 3 MB body
+            reply = _timed(served, what, raw, limit=5, bound=2.0)
+            assert status(reply) == 400, reply[:300]
+            assert json_body(reply)["request_id"]
