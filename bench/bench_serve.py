@@ -1033,6 +1033,10 @@ def parse_args(argv=None):
     args.rows = [int(x) for x in args.rows.split(",")]
     args.concurrency = [int(x) for x in args.concurrency.split(",")]
     args.servers = [s.strip() for s in args.servers.split(",")]
+    # the servers run in a scratch directory: relative venv paths would point nowhere there
+    args.peers_venv = str(Path(args.peers_venv).absolute())
+    args.mlserver_venv = str(Path(args.mlserver_venv).absolute())
+    args.ours_bin = str(Path(args.ours_bin).absolute())
     if args.mlserver is None:
         args.mlserver = (Path(args.mlserver_venv) / "bin" / "mlserver").exists()
     return args
