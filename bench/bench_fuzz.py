@@ -2,8 +2,9 @@
 """Fuzz `/invocations` with ≥10,000 malformed bodies; ours and the peer in the same run.
 
 Starts `mldeploy serve` (ours) and, when found, `mlflow models serve --env-manager local` (the
-peer) and `mldeploy serve` at the commit before issue #17's transport (`before`, gunicorn's
-gthread worker) on the shipped classifier (20 double columns), each with the same worker count on
+peer) and `mldeploy serve` with gunicorn's gthread worker in place of
+mldeploy's (`before`: the flask engine before issue #17's transport, all else equal) on the
+shipped classifier (20 double columns), each with the same worker count on
 a free 127.0.0.1 port, then sends every server the same corpus from a fixed seed: mutations of
 valid bodies (JSON dataframe_split / dataframe_records / inputs / instances, CSV, JSON Lines) —
 byte flips, insertions, truncations, repeated segments, swapped content types, booleans, NaN,
@@ -314,7 +315,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--servers", default="ours,before,peer",
                    help="comma list of ours, before, peer (ours,before,peer; missing peers skip)")
-    p.add_argument("--before-commit", default="4d59942")
+    p.add_argument("--before-commit", default="HEAD")
+    p.add_argument("--before-worker", choices=("gthread", "as-is"), default="gthread")
+    p.add_argument("--parallel", action="store_true",
+                   help="fuzz the servers at the same time (the bodies/s row then shares the "
+                   "machine between them)")
     p.add_argument("--ours-bin", default=str(bs.ROOT / ".venv" / "bin" / "mldeploy"))
     p.add_argument("--peers-venv", default=str(BENCH / ".venv-peers"))
     args = p.parse_args(argv)
@@ -328,31 +333,47 @@ def main(argv: list[str] | None = None) -> int:
             wanted.remove("peer")
     serve_args = argparse.Namespace(
         servers=wanted, model=MODEL, workers=args.workers, ours_bin=args.ours_bin,
-        peers_venv=args.peers_venv, mlserver=False, before_commit=args.before_commit)
+        peers_venv=str(Path(args.peers_venv).absolute()), mlserver=False,
+        before_commit=args.before_commit, before_worker=args.before_worker)
     servers = bs.make_servers(serve_args)
     bodies = corpus(args.bodies, args.seed)
     size = sum(len(b) for _, b in bodies)
     print(f"corpus: {len(bodies):,} bodies, {size / 1e6:.1f} MB, seed {args.seed}; "
           f"{args.threads} client threads; {args.workers} workers per server", file=sys.stderr)
-    results = {}
+    results: dict = {}
+
+    def fuzz(server: bs.Server, tmp: Path) -> None:
+        bs.log(f"{server.label}: starting")
+        server.start(tmp, 300)
+        try:
+            with WorkerWatch(server.proc.pid) as watch:
+                started = time.perf_counter()
+                tally = send_all(server.port, bodies, args.threads, args.timeout)
+                took = time.perf_counter() - started
+            alive_ping = ping(server.port)
+            log_text = server.log.read_text(errors="replace") if server.log else ""
+            retired = len(re.findall(r"retiring", log_text))
+            results[server.key] = (server, tally, took, watch, alive_ping, retired,
+                                   server.proc.poll() is None)
+            bs.log(f"{server.label}: {len(bodies):,} bodies in {took:.0f} s")
+            # each server's column as soon as it is done (a long peer run may be cut short)
+            print(report({server.key: results[server.key]}, len(bodies), args),
+                  file=sys.stderr, flush=True)
+        finally:
+            server.stop()
+
     with tempfile.TemporaryDirectory(prefix="bench-fuzz-") as tmp:
-        for server in servers:
-            bs.log(f"{server.label}: starting")
-            server.start(Path(tmp), 180)
-            try:
-                with WorkerWatch(server.proc.pid) as watch:
-                    started = time.perf_counter()
-                    tally = send_all(server.port, bodies, args.threads, args.timeout)
-                    took = time.perf_counter() - started
-                alive_ping = ping(server.port)
-                log_text = server.log.read_text(errors="replace") if server.log else ""
-                retired = len(re.findall(r"retiring", log_text))
-                results[server.key] = (server, tally, took, watch, alive_ping, retired,
-                                       server.proc.poll() is None)
-                bs.log(f"{server.label}: {len(bodies):,} bodies in {took:.0f} s")
-            finally:
-                server.stop()
-    print(report(results, len(bodies), args))
+        if args.parallel:  # the servers at the same time, each with its own client threads
+            pool = [threading.Thread(target=fuzz, args=(s, Path(tmp))) for s in servers]
+            for t in pool:
+                t.start()
+            for t in pool:
+                t.join()
+        else:
+            for server in servers:
+                fuzz(server, Path(tmp))
+    print(report({s.key: results[s.key] for s in servers if s.key in results}, len(bodies),
+                 args))
     return 0
 
 

@@ -450,15 +450,19 @@ def make_servers(args) -> list[Server]:
     return servers
 
 
-def before_tree(commit: str) -> Path:
+GTHREAD_PATCH = ('"worker_class": worker_class(settings),', '"worker_class": "gthread",')
+
+
+def before_tree(commit: str, gthread: bool) -> Path:
     """mldeploy as of ``commit`` (git archive), laid out as the ``mldeploy`` package the way
     pyproject maps it (src/mldeploy, plugins -> mldeploy.plugins, container ->
-    mldeploy.container), cached under bench/results/; returns the directory to put on
-    PYTHONPATH."""
+    mldeploy.container), cached under bench/results/; with ``gthread`` its flask engine runs
+    gunicorn's gthread worker instead of mldeploy's (everything else the same). Returns the
+    directory to put on PYTHONPATH."""
     full = _run(["git", "-C", str(ROOT), "rev-parse", "--verify", f"{commit}^{{commit}}"])
     if len(full) != 40:
         sys.exit(f"before: {commit!r} is not a commit of this repository")
-    root = BENCH / "results" / f"before-{full[:12]}"
+    root = BENCH / "results" / f"before-{full[:12]}{'-gthread' if gthread else ''}"
     pkg = root / "pkg"
     if not (pkg / "mldeploy" / "container").is_dir():
         shutil.rmtree(root, ignore_errors=True)
@@ -471,15 +475,24 @@ def before_tree(commit: str) -> Path:
         shutil.copytree(tree / "src" / "mldeploy", pkg / "mldeploy")
         shutil.copytree(tree / "plugins", pkg / "mldeploy" / "plugins")
         shutil.copytree(tree / "container", pkg / "mldeploy" / "container")
+        if gthread:
+            engine = pkg / "mldeploy" / "container" / "engines" / "flask.py"
+            text = engine.read_text()
+            if GTHREAD_PATCH[0] not in text:
+                shutil.rmtree(root, ignore_errors=True)
+                sys.exit(f"before: {commit} has no mldeploy worker to swap for gthread")
+            engine.write_text(text.replace(*GTHREAD_PATCH))
     return pkg
 
 
 def before_server(args, model: str) -> Server:
-    """``mldeploy serve`` at ``--before-commit`` (default: the commit before the asyncio/h11
-    transport, whose flask engine ran gunicorn's gthread worker), in the project venv."""
-    pkg = before_tree(args.before_commit)
+    """``mldeploy serve`` at ``--before-commit`` (default HEAD) with gunicorn's gthread worker
+    in place of mldeploy's asyncio/h11 one (``--before-worker gthread``, the flask engine before
+    issue #17's transport; ``as-is`` runs the commit unchanged), in the project venv."""
+    gthread = args.before_worker == "gthread"
+    pkg = before_tree(args.before_commit, gthread)
     engine = (pkg / "mldeploy" / "container" / "engines" / "flask.py").read_text()
-    worker = "gthread" if "gunicorn.workers.gthread" in engine else "mldeploy's worker"
+    worker = "gthread" if ("gunicorn.workers.gthread" in engine or gthread) else "mldeploy's"
     python = str(Path(args.ours_bin).parent / "python")
     short = _run(["git", "-C", str(ROOT), "rev-parse", "--short", args.before_commit])
 
@@ -492,8 +505,8 @@ def before_server(args, model: str) -> Server:
                 "--workers", str(args.workers)]
         return argv, env, str(workdir)
 
-    return Server("before", f"mldeploy serve @ {short} ({worker})",
-                  f"mldeploy @ {short}, {worker} worker", before_argv)
+    return Server("before", f"mldeploy serve @ {short}, {worker} worker",
+                  f"mldeploy @ {short}, gunicorn {worker} worker", before_argv)
 
 
 def _run(argv) -> str:
@@ -988,9 +1001,16 @@ def parse_args(argv=None):
     )
     p.add_argument(
         "--before-commit",
-        default="4d59942",
-        help="the commit the 'before' server runs (4d59942: the flask engine on gunicorn's "
-        "gthread worker, before the asyncio/h11 transport of issue #17)",
+        default="HEAD",
+        help="the commit the 'before' server runs (HEAD)",
+    )
+    p.add_argument(
+        "--before-worker",
+        choices=("gthread", "as-is"),
+        default="gthread",
+        help="gthread: the 'before' server's flask engine runs gunicorn's gthread worker (the "
+        "engine before issue #17's transport, all else equal); as-is: the commit unchanged "
+        "(4d59942 is the last commit with the gthread engine)",
     )
     p.add_argument(
         "--mlserver",
