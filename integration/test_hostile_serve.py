@@ -275,10 +275,15 @@ def test_an_idle_keep_alive_connection_is_closed_after_the_idle_timeout(server):
 
 
 def _timed(server: Served, what: str, raw: bytes, limit: float = 3.0,
-           bound: float = 1.0) -> bytes:
+           bound: float = 1.0, half_close: bool = True) -> bytes:
     with Pinger({"serve": server.port}, REPORT, bound=bound) as p:
         started = time.monotonic()
-        reply = ask(server.port, raw, limit=30)
+        if half_close:
+            reply = ask(server.port, raw, limit=30)
+        else:
+            with connect(server.port, 30) as s:
+                s.sendall(raw)
+                reply = read_all(s, 30)
         took = time.monotonic() - started
     p.check(what)
     TIMINGS[what] = took
@@ -622,8 +627,9 @@ def test_a_timed_out_prediction_stops_burning_cpu(tmp_path, slow_model):
 def test_mlserver_engine_under_slow_clients_and_cpu_bombs(tmp_path):
     """The mlserver engine's HTTP layer is MLServer's uvicorn: an event loop, so slow clients
     do not hold threads and ``/ping`` keeps answering, and the bodies go through the same
-    linear-time checks. What uvicorn does not have (the README says so): a deadline for a
-    request's head, so a connection that never sends a byte stays open."""
+    linear-time checks. What uvicorn does not do (the README says so): it has no deadline for
+    a request's head, so a connection that never sends a byte stays open, and it closes a
+    connection when the client half-closes it, so that client never gets its answer."""
     port = _free_ports_in_range(3)
     with _serve(tmp_path, MODEL, "--engine", "mlserver", port=port, start_timeout=180) as served:
         socks = [connect(served.port) for _ in range(8)]
@@ -650,6 +656,13 @@ def test_mlserver_engine_under_slow_clients_and_cpu_bombs(tmp_path):
         ):
             # a bound of 2 s: MLServer parses in a thread of the event loop's process, and
             # orjson holds the GIL through a 3 MB body
-            reply = _timed(served, what, raw, limit=5, bound=2.0)
+            reply = _timed(served, what, raw, limit=5, bound=2.0, half_close=False)
             assert status(reply) == 400, reply[:300]
             assert json_body(reply)["request_id"]
+        lost = 0
+        for _ in range(5):
+            with connect(served.port) as s:
+                s.sendall(post(BODY, close=False))
+                s.shutdown(socket.SHUT_WR)
+                lost += status(read_all(s, 10)) == 0
+        assert lost == 5  # uvicorn closes on the client's EOF (documented in the README)
