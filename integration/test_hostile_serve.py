@@ -353,6 +353,18 @@ def test_csv_booleans_in_double_columns_are_refused(server, literal):
     assert "f3" in json_body(reply)["message"]
 
 
+@pytest.mark.parametrize("body,ctype", [
+    (b'{"dataframe_records": [{%s}]}' % b", ".join(
+        b'"%s": %s' % (c.encode(), b"-Infinity" if c == "f0" else b"1.0") for c in COLUMNS),
+     b"application/json"),
+    ((",".join(COLUMNS) + "\n-inf" + ",1" * 19 + "\n").encode(), b"text/csv"),
+], ids=["json -Infinity", "csv -inf"])
+def test_an_infinite_number_the_model_refuses_is_a_400_naming_the_cell(server, body, ctype):
+    reply = ask(server.port, post(body, content_type=ctype))  # found by bench/bench_fuzz.py
+    assert status(reply) == 400, reply[:300]
+    assert "column 'f0' has an infinite number at row 0" in json_body(reply)["message"]
+
+
 # -- framing, errors, logs (item 5) ----------------------------------------------------------------
 
 CHUNKED = (b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
