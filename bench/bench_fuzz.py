@@ -24,7 +24,8 @@ Prints a Markdown table per server:
   every 0.2 s, minus the ones it retired on purpose), and whether the server is alive at the end;
 * the slowest answer and p99, and ``/ping`` answered after the run.
 
-    .venv/bin/python bench/bench_fuzz.py                  # 10,240 bodies per server, ~3-6 min
+    .venv/bin/python bench/bench_fuzz.py --parallel       # 10,240 bodies per server; ours
+                                                          # ~2 min, mlflow ~20 min (loaded VM)
     .venv/bin/python bench/bench_fuzz.py --bodies 1000    # smoke run
     .venv/bin/python bench/bench_fuzz.py --servers ours   # ours only
 
