@@ -43,13 +43,7 @@ from ._formats import (
 )
 from .errors import MAX_MESSAGE_CHARS, STATUS, ProtocolError, error_body, first_line
 from .loader import ServedModel
-from .signature import (
-    check_column_names,
-    enforce_columns,
-    enforce_frame,
-    infinite_cell,
-    null_cell,
-)
+from .signature import check_column_names, enforce_columns, enforce_frame, infinite_cell, null_cell
 
 _log = logging.getLogger("mldeploy.container")
 
@@ -317,8 +311,7 @@ def _frame_from_records(value: Any, model: ServedModel) -> pd.DataFrame:
         raise ProtocolError("BAD_REQUEST", "'dataframe_records' has no rows")
     # the names before pandas builds a frame of them (200,000 unknown keys: seconds of CPU)
     check_column_names(list(dict.fromkeys(k for row in value for k in row)), model)
-    frame = pd.DataFrame.from_records(value)
-    return enforce_frame(frame, model)
+    return enforce_columns(pd.DataFrame.from_records(value), model)  # its columns: those names
 
 
 def _is_table(value: Any) -> bool:
@@ -340,7 +333,7 @@ def _tensor_input(key: str, value: Any, model: ServedModel) -> pd.DataFrame:
         raise ProtocolError(
             "BAD_REQUEST", f"'{key}' columns do not form a table: {first_line(exc)}"
         ) from None
-    return enforce_frame(frame, model)
+    return enforce_columns(frame, model)  # its columns are the names checked above
 
 
 def _as_column(value: Any) -> Any:
