@@ -74,7 +74,8 @@ def mixed_model(models_dir: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def slow_model(models_dir: Path) -> Path:
-    """No signature; sleeps ``sleep`` seconds (a column of the first row) and echoes row count.
+    """No signature; sleeps ``sleep`` seconds, then burns CPU ``spin`` seconds (columns of the first
+    row), and echoes the row count.
     Loading sleeps ``MLDEPLOY_TEST_LOAD_SLEEP`` seconds (read at load time, default 0)."""
     from mldeploy_test_models import SlowModel
 

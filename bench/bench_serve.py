@@ -375,6 +375,8 @@ def make_servers(args) -> list[Server]:
                 ours_argv,
             )
         )
+    if "before" in args.servers:
+        servers.append(before_server(args, model))
     if "peer" in args.servers or "mlflow" in args.servers:
         venv = Path(args.peers_venv)
         mlflow_bin = venv / "bin" / "mlflow"
@@ -446,6 +448,65 @@ def make_servers(args) -> list[Server]:
     if not servers:
         sys.exit("no server selected")
     return servers
+
+
+GTHREAD_PATCH = ('"worker_class": worker_class(settings),', '"worker_class": "gthread",')
+
+
+def before_tree(commit: str, gthread: bool) -> Path:
+    """mldeploy as of ``commit`` (git archive), laid out as the ``mldeploy`` package the way
+    pyproject maps it (src/mldeploy, plugins -> mldeploy.plugins, container ->
+    mldeploy.container), cached under bench/results/; with ``gthread`` its flask engine runs
+    gunicorn's gthread worker instead of mldeploy's (everything else the same). Returns the
+    directory to put on PYTHONPATH."""
+    full = _run(["git", "-C", str(ROOT), "rev-parse", "--verify", f"{commit}^{{commit}}"])
+    if len(full) != 40:
+        sys.exit(f"before: {commit!r} is not a commit of this repository")
+    root = BENCH / "results" / f"before-{full[:12]}{'-gthread' if gthread else ''}"
+    pkg = root / "pkg"
+    if not (pkg / "mldeploy" / "container").is_dir():
+        shutil.rmtree(root, ignore_errors=True)
+        tree = root / "tree"
+        tree.mkdir(parents=True)
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", full], check=True,
+                                 capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+        (pkg).mkdir()
+        shutil.copytree(tree / "src" / "mldeploy", pkg / "mldeploy")
+        shutil.copytree(tree / "plugins", pkg / "mldeploy" / "plugins")
+        shutil.copytree(tree / "container", pkg / "mldeploy" / "container")
+        if gthread:
+            engine = pkg / "mldeploy" / "container" / "engines" / "flask.py"
+            text = engine.read_text()
+            if GTHREAD_PATCH[0] not in text:
+                shutil.rmtree(root, ignore_errors=True)
+                sys.exit(f"before: {commit} has no mldeploy worker to swap for gthread")
+            engine.write_text(text.replace(*GTHREAD_PATCH))
+    return pkg
+
+
+def before_server(args, model: str) -> Server:
+    """``mldeploy serve`` at ``--before-commit`` (default HEAD) with gunicorn's gthread worker
+    in place of mldeploy's asyncio/h11 one (``--before-worker gthread``, the flask engine before
+    issue #17's transport; ``as-is`` runs the commit unchanged), in the project venv."""
+    gthread = args.before_worker == "gthread"
+    pkg = before_tree(args.before_commit, gthread)
+    engine = (pkg / "mldeploy" / "container" / "engines" / "flask.py").read_text()
+    worker = "gthread" if ("gunicorn.workers.gthread" in engine or gthread) else "mldeploy's"
+    python = str(Path(args.ours_bin).parent / "python")
+    short = _run(["git", "-C", str(ROOT), "rev-parse", "--short", args.before_commit])
+
+    def before_argv(port, workdir, pkg=pkg, python=python):
+        env = dict(os.environ)
+        env["PYTHONPATH"] = str(pkg)  # ahead of the editable install's finder
+        env["SAGEMAKER_MODEL_SERVER_WORKERS"] = str(args.workers)
+        argv = [python, "-c", "import sys; from mldeploy.cli import main; sys.exit(main())",
+                "serve", "-m", model, "--host", HOST, "--port", str(port),
+                "--workers", str(args.workers)]
+        return argv, env, str(workdir)
+
+    return Server("before", f"mldeploy serve @ {short}, {worker} worker",
+                  f"mldeploy @ {short}, gunicorn {worker} worker", before_argv)
 
 
 def _run(argv) -> str:
@@ -709,7 +770,7 @@ def report(res: dict) -> str:
     servers = res["servers"]
     keys = [s["key"] for s in servers]
     label = {s["key"]: s["label"] for s in servers}
-    short = {"ours": "ours", "mlflow": "mlflow", "mlserver": "MLServer"}
+    short = {"ours": "ours", "before": "before", "mlflow": "mlflow", "mlserver": "MLServer"}
     m = res["machine"]
     lines = []
     a = res["args"]
@@ -935,7 +996,21 @@ def parse_args(argv=None):
     p.add_argument(
         "--servers",
         default="ours,peer",
-        help="comma list of ours, peer (mlflow models serve) (ours,peer)",
+        help="comma list of ours, before (ours at --before-commit), peer (mlflow models "
+        "serve) (ours,peer)",
+    )
+    p.add_argument(
+        "--before-commit",
+        default="HEAD",
+        help="the commit the 'before' server runs (HEAD)",
+    )
+    p.add_argument(
+        "--before-worker",
+        choices=("gthread", "as-is"),
+        default="gthread",
+        help="gthread: the 'before' server's flask engine runs gunicorn's gthread worker (the "
+        "engine before issue #17's transport, all else equal); as-is: the commit unchanged "
+        "(4d59942 is the last commit with the gthread engine)",
     )
     p.add_argument(
         "--mlserver",
@@ -978,6 +1053,10 @@ def parse_args(argv=None):
     args.rows = [int(x) for x in args.rows.split(",")]
     args.concurrency = [int(x) for x in args.concurrency.split(",")]
     args.servers = [s.strip() for s in args.servers.split(",")]
+    # the servers run in a scratch directory: relative venv paths would point nowhere there
+    args.peers_venv = str(Path(args.peers_venv).absolute())
+    args.mlserver_venv = str(Path(args.mlserver_venv).absolute())
+    args.ours_bin = str(Path(args.ours_bin).absolute())
     if args.mlserver is None:
         args.mlserver = (Path(args.mlserver_venv) / "bin" / "mlserver").exists()
     return args

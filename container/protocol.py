@@ -45,7 +45,7 @@ from ._formats import (
 )
 from .errors import MAX_MESSAGE_CHARS, STATUS, ProtocolError, error_body, first_line
 from .loader import ServedModel
-from .signature import check_column_names, enforce_columns, enforce_frame, null_cell
+from .signature import check_column_names, enforce_columns, enforce_frame, infinite_cell, null_cell
 
 _log = logging.getLogger("mldeploy.container")
 
@@ -386,13 +386,14 @@ def _tensor_input(key: str, value: Any, model: ServedModel) -> pd.DataFrame:
     of objects or an object of columns becomes a DataFrame, enforced here."""
     if isinstance(value, list):
         return _frame_from_records(value, model, key)
+    check_column_names(list(value), model)  # before pandas builds a frame of the names
     try:
         frame = pd.DataFrame({k: _as_column(v) for k, v in value.items()})
     except (ValueError, TypeError) as exc:
         raise ProtocolError(
             "BAD_REQUEST", f"'{key}' columns do not form a table: {first_line(exc)}"
         ) from None
-    return enforce_frame(frame, model)
+    return enforce_columns(frame, model)  # its columns are the names checked above
 
 
 def _as_column(value: Any) -> Any:
@@ -531,6 +532,12 @@ def _model_error(exc: BaseException, data: Any, model: ServedModel) -> ProtocolE
             "BAD_REQUEST",
             f"column {column!r} has a null at row {row} and the model does not take nulls "
             f"({type(exc).__name__}): send a value",
+        )
+    if (cell := infinite_cell(data)) is not None:  # as a null: the caller's value, not a 500
+        return ProtocolError(
+            "BAD_REQUEST",
+            f"column {cell[0]!r} has an infinite number at row {cell[1]} and the model does not "
+            f"take it ({type(exc).__name__}): send a finite number",
         )
     return ProtocolError(
         "MODEL_ERROR", f"the model raised {type(exc).__name__}: {first_line(exc)}"

@@ -68,6 +68,21 @@ def null_cell(data: Any, model: ServedModel) -> tuple[str, int] | None:
     return None
 
 
+def infinite_cell(data: Any) -> tuple[str, int] | None:
+    """The first (column, row) of a DataFrame holding +/-infinity (JSON ``1e999``,
+    ``-Infinity``, CSV ``inf``), else None. Used on the error path only."""
+    if not isinstance(data, pd.DataFrame):
+        return None
+    for name in data.columns:
+        values = data[name].to_numpy()
+        if values.dtype.kind != "f":
+            continue
+        flags = np.isinf(values)
+        if flags.any():
+            return str(name), int(np.argmax(flags))
+    return None
+
+
 def enforce_frame(frame: pd.DataFrame, model: ServedModel) -> pd.DataFrame:
     """Check the frame's column names against the signature, then cast (see enforce_columns)."""
     check_column_names(list(frame.columns), model)

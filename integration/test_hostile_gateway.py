@@ -18,7 +18,6 @@ import http.server
 import json
 import re
 import resource
-import selectors
 import shutil
 import socket
 import subprocess
@@ -28,7 +27,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import hostile_kit as kit
 import pytest
+from hostile_kit import ACCEPTED, PROBES
 
 from mldeploy.plugins.local import _gateway_ctl as gw
 from mldeploy.plugins.local._state import EndpointState, StateStore, VariantState
@@ -175,130 +176,18 @@ def gateways(tmp_path_factory, upstream, slow) -> Iterator[tuple[Gw, Gw]]:
 # -- raw HTTP --------------------------------------------------------------------------------------
 
 
-def _connect(port: int, timeout: float = 5.0) -> socket.socket:
-    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return s
-
-
-def _read_all(s: socket.socket, limit: float = 5.0) -> bytes:
-    """Everything until the peer closes (or ``limit`` s)."""
-    out = b""
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        s.settimeout(max(0.01, deadline - time.monotonic()))
-        try:
-            chunk = s.recv(65536)
-        except TimeoutError:
-            break
-        except ConnectionResetError:
-            break
-        if not chunk:
-            break
-        out += chunk
-    return out
-
-
-def _ask(port: int, raw: bytes, limit: float = 5.0) -> bytes:
-    with _connect(port, limit) as s:
-        s.sendall(raw)
-        with contextlib.suppress(OSError):
-            s.shutdown(socket.SHUT_WR)
-        return _read_all(s, limit)
-
-
-def _status(reply: bytes) -> int:
-    m = re.match(rb"HTTP/1\.1 (\d{3}) ", reply)
-    return int(m.group(1)) if m else 0
-
-
-def _json_body(reply: bytes) -> dict:
-    return json.loads(reply.split(b"\r\n\r\n", 1)[1])
+_connect, _read_all, _ask, _status, _json_body, _wait_closed = (
+    kit.connect, kit.read_all, kit.ask, kit.status, kit.json_body, kit.wait_closed)
 
 
 def _post(path: str = "/invocations", body: bytes = BODY, extra: bytes = b"",
           close: bool = True) -> bytes:
-    return (b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-            b"Content-Length: %d\r\n%s%s\r\n" % (path.encode(), len(body), extra,
-                                                b"Connection: close\r\n" if close else b"")
-            + body)
+    return kit.post(body, path, extra, close)
 
 
-class Pinger:
+def Pinger(*targets: Gw) -> kit.Pinger:  # noqa: N802 (it stands for the class)
     """``GET /ping`` on each gateway every 50 ms from a thread, each on a new connection."""
-
-    def __init__(self, *targets: Gw) -> None:
-        self.targets = targets
-        self.times: dict[str, list[float]] = {g.state.name: [] for g in targets}
-        self.failures: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            for g in self.targets:
-                started = time.monotonic()
-                try:
-                    reply = _ask(g.port, b"GET /ping HTTP/1.1\r\nHost: x\r\n"
-                                         b"Connection: close\r\n\r\n", limit=10)
-                    if _status(reply) != 200:
-                        self.failures.append(f"{g.state.name}: {reply[:80]!r}")
-                except OSError as exc:
-                    self.failures.append(f"{g.state.name}: {exc}")
-                self.times[g.state.name].append(time.monotonic() - started)
-            self._stop.wait(0.05)
-
-    def __enter__(self) -> Pinger:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        # an attack that ends quickly still gets the three samples check() asks for
-        deadline = time.monotonic() + 10
-        while (min(len(t) for t in self.times.values()) < 3 and not self.failures
-               and time.monotonic() < deadline):
-            time.sleep(0.05)
-        self._stop.set()
-        self._thread.join(15)
-
-    def check(self, attack: str) -> None:
-        """All pings 200, p99 under the bound; the figures go into the report."""
-        assert not self.failures, self.failures[:5]
-        for name, times in self.times.items():
-            assert len(times) >= 3, f"only {len(times)} pings to {name} during {attack}"
-            ordered = sorted(times)
-            p99 = ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
-            REPORT.setdefault(attack, {})[name] = p99
-            print(f"\n/ping during {attack}: {name} n={len(times)} p50="
-                  f"{ordered[len(ordered) // 2] * 1000:.1f} ms p99={p99 * 1000:.1f} ms "
-                  f"max={ordered[-1] * 1000:.1f} ms")
-            assert p99 < P99_BOUND, f"/ping p99 on {name} during {attack}: {p99:.2f} s"
-
-
-def _wait_closed(socks: list[socket.socket], limit: float) -> tuple[int, list[bytes]]:
-    """Wait until the gateway has closed each socket (EOF or reset); (closed, first bytes)."""
-    sel = selectors.DefaultSelector()
-    for s in socks:
-        s.setblocking(False)
-        sel.register(s, selectors.EVENT_READ, [b""])
-    closed, got = 0, []
-    deadline = time.monotonic() + limit
-    while sel.get_map() and time.monotonic() < deadline:
-        for key, _ in sel.select(0.1):
-            try:
-                data = key.fileobj.recv(65536)  # type: ignore[union-attr]
-            except (BlockingIOError, InterruptedError):
-                continue
-            except OSError:
-                data = b""
-            if data:
-                key.data[0] += data
-                continue
-            closed += 1
-            got.append(key.data[0])
-            sel.unregister(key.fileobj)
-    sel.close()
-    return closed, got
+    return kit.Pinger({g.state.name: g.port for g in targets}, REPORT, bound=P99_BOUND)
 
 
 # -- slow and silent clients -----------------------------------------------------------------------
@@ -493,66 +382,7 @@ def test_12_mb_of_one_byte_chunks_do_not_stall_the_gateways(gateways):
 
 # -- framing ---------------------------------------------------------------------------------------
 
-SMUGGLED = b"GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
-PROBES: dict[str, bytes] = {
-    "two Content-Lengths": b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
-                           b"Content-Length: 40\r\n\r\nhello" + SMUGGLED,
-    "Content-Length list": b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Length: 5, 40\r\n"
-                           b"\r\nhello" + SMUGGLED,
-    "CL then TE chunked": b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Length: 40\r\n"
-                          b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + SMUGGLED,
-    "TE chunked then CL": b"POST /invocations HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked"
-                          b"\r\nContent-Length: 4\r\n\r\n0\r\n\r\n" + SMUGGLED,
-    "space before colon": b"POST /invocations HTTP/1.1\r\nHost: x\r\nTransfer-Encoding : chunked"
-                          b"\r\nContent-Length: 5\r\n\r\n0\r\n\r\n" + SMUGGLED,
-    "xchunked": b"POST /invocations HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: xchunked\r\n\r\n"
-                b"0\r\n\r\n" + SMUGGLED,
-    "chunked, identity": b"POST /invocations HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, "
-                         b"identity\r\n\r\n0\r\n\r\n" + SMUGGLED,
-    "identity": b"POST /invocations HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: identity\r\n\r\n"
-                + SMUGGLED,
-    "TE twice": b"POST /invocations HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
-                b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + SMUGGLED,
-    "TE with a tab": b"POST /invocations HTTP/1.1\r\nHost: x\r\nTransfer-Encoding:\tchunked\t,x"
-                     b"\r\n\r\n0\r\n\r\n" + SMUGGLED,
-    "CL +5": b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Length: +5\r\n\r\nhello" + SMUGGLED,
-    "CL -1": b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n" + SMUGGLED,
-    "CL 5_0": b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Length: 5_0\r\n\r\n" + SMUGGLED,
-    "CL 0x5": b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Length: 0x5\r\n\r\n" + SMUGGLED,
-    "CL 1e1": b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Length: 1e1\r\n\r\n" + SMUGGLED,
-    "CL fullwidth digit": b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Length: \xef\xbc\x95"
-                          b"\r\n\r\nhello" + SMUGGLED,
-    "NUL in a value": b"POST /invocations HTTP/1.1\r\nHost: x\r\nX-A: a\x00b\r\n"
-                      b"Content-Length: 0\r\n\r\n" + SMUGGLED,
-    "NUL in a name": b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Length\x00: 5\r\n\r\nhello"
-                     + SMUGGLED,
-    "bare CR in a value": b"POST /invocations HTTP/1.1\r\nHost: x\r\nX-A: a\rContent-Length: 5"
-                          b"\r\n\r\nhello" + SMUGGLED,
-    "obs-fold": b"POST /invocations HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: identity\r\n"
-                b" chunked\r\n\r\n0\r\n\r\n" + SMUGGLED,
-    "space in a name": b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent Length: 5\r\n\r\nhello"
-                       + SMUGGLED,
-    "HTTP/1.1x": b"POST /invocations HTTP/1.1x\r\nHost: x\r\nContent-Length: 0\r\n\r\n" + SMUGGLED,
-    "HTTP/1.10": b"POST /invocations HTTP/1.10\r\nHost: x\r\nContent-Length: 0\r\n\r\n" + SMUGGLED,
-    "lower-case version": b"POST /invocations http/1.1\r\nHost: x\r\n\r\n" + SMUGGLED,
-    "two spaces in the request line": b"POST  /invocations HTTP/1.1\r\nHost: x\r\n\r\n"
-                                      + SMUGGLED,
-    "no Host": b"POST /invocations HTTP/1.1\r\nContent-Length: 0\r\n\r\n" + SMUGGLED,
-    "chunk size 0x5": b"POST /invocations HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
-                      b"0x5\r\nhello\r\n0\r\n\r\n" + SMUGGLED,
-    "chunk size -1": b"POST /invocations HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
-                     b"-1\r\n\r\n0\r\n\r\n" + SMUGGLED,
-    "chunk size zz": b"POST /invocations HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
-                     b"zz\r\nhello\r\n0\r\n\r\n" + SMUGGLED,
-    "chunk longer than its size": b"POST /invocations HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: "
-                                  b"chunked\r\n\r\n3\r\nhello\r\n0\r\n\r\n" + SMUGGLED,
-    "chunk size 2^64": b"POST /invocations HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked"
-                       b"\r\n\r\n10000000000000000\r\nhello\r\n0\r\n\r\n" + SMUGGLED,
-    "request line only LF": b"POST /invocations HTTP/1.1\nHost: x\nContent-Length: 5\n\nhello"
-                            + SMUGGLED,
-}
-# accepted on purpose (RFC 9112 allows it, h11 and gunicorn both take it): one body, no smuggling
-ACCEPTED = {"request line only LF"}
+# RFC 9112's framing probes: the same list as test_hostile_serve.py's (hostile_kit.PROBES)
 
 
 @pytest.mark.parametrize("probe", sorted(PROBES))
@@ -617,6 +447,29 @@ def test_half_closed_clients_get_their_answer(gateways):
             reply = _read_all(s, 10)
         assert _status(reply) == 200 and b"Connection: close" in reply
         assert b'"predictions"' in reply
+
+
+def test_half_closed_clients_get_an_answer_that_comes_seconds_later(gateways, slow):
+    """The client half-closes at once; the upstream answers after its 3 s delay: the gateway
+    keeps the connection and writes the answer (five clients at the same time)."""
+    ep, _ = gateways
+    replies: list[bytes] = []
+
+    def client() -> None:
+        with _connect(ep.port, timeout=15) as s:
+            s.sendall(_post(extra=b"X-Amzn-SageMaker-Target-Variant: slow\r\n", close=False))
+            s.shutdown(socket.SHUT_WR)
+            replies.append(_read_all(s, 15))
+
+    started = time.monotonic()
+    threads = [threading.Thread(target=client) for _ in range(5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    assert len(replies) == 5
+    assert all(_status(r) == 200 and b'"slow"' in r for r in replies), [r[:100] for r in replies]
+    assert time.monotonic() - started >= slow.delay - 0.5  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize("method", [b"GET", b"PUT", b"DELETE", b"TRACE", b"OPTIONS", b"PATCH",

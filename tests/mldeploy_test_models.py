@@ -29,4 +29,8 @@ class SlowModel(mlflow.pyfunc.PythonModel):
     def predict(self, context, model_input, params=None):
         sleep = float(model_input.iloc[0]["sleep"]) if "sleep" in model_input else 0.0
         time.sleep(sleep)
+        spin = float(model_input.iloc[0]["spin"]) if "spin" in model_input else 0.0
+        end = time.perf_counter() + spin
+        while time.perf_counter() < end:  # burns CPU, as a runaway model does
+            pass
         return [len(model_input)]

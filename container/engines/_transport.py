@@ -437,6 +437,11 @@ class Front:
         if type(event) is h11.ConnectionClosed:
             return None
         assert type(event) is h11.Request
+        # h11 bounds a head only while it is incomplete: one that arrived whole in one read can
+        # be larger than HEAD_LIMIT (a 20 KiB head sent at once), so it is measured here too.
+        if _head_size(event) > HEAD_LIMIT:
+            await self._refuse(ch, _framing_error(_HEAD_TOO_LARGE), None, event)
+            return None
         return event
 
     async def _body(self, ch: Channel, request: h11.Request, rid: str) -> bytes | None:
@@ -628,6 +633,15 @@ def _framing_error(exc: h11.ProtocolError) -> _Refused:
     return _Refused("BAD_REQUEST",
                     f"the request is not valid HTTP/1.1 ({reason}): fix the client's framing",
                     detail)
+
+
+_HEAD_TOO_LARGE = h11.RemoteProtocolError("request head too large", error_status_hint=431)
+
+
+def _head_size(request: h11.Request) -> int:
+    """The size of the request's head as sent (at least: h11 strips the values' whitespace)."""
+    return (len(request.method) + len(request.target) + 12
+            + sum(len(name) + len(value) + 4 for name, value in request.headers))
 
 
 def _header(request: h11.Request, name: bytes) -> str | None:
