@@ -300,13 +300,20 @@ V3_MODEL_BUILDER = """
     from sagemaker.serve import ModelBuilder
 
     image, data, role, name, rows_csv = sys.argv[1:6]
+    try:  # a role that does not exist is refused before anything is created
+        ModelBuilder(image_uri=image, s3_model_data_url=data, instance_type="ml.m5.large",
+                     role_arn=role.rsplit("/", 1)[0] + "/nobody").build()
+        refused = None
+    except Exception as exc:
+        refused = str(exc)[:500]
     builder = ModelBuilder(image_uri=image, s3_model_data_url=data, role_arn=role,
                            instance_type="ml.m5.large")
     model = builder.build()
     endpoint = builder.deploy(endpoint_name=name, initial_instance_count=1)
     resp = endpoint.invoke(body=rows_csv, content_type="text/csv")
     print(json.dumps({"model": model.model_name, "endpoint": endpoint.endpoint_name,
-                      "status": endpoint.endpoint_status, "answer": json.loads(resp.body.read())}))
+                      "status": endpoint.endpoint_status, "answer": json.loads(resp.body.read()),
+                      "refused": refused}))
 """
 
 TRUST = {"Version": "2012-10-17", "Statement": [{
@@ -317,12 +324,16 @@ TRUST = {"Version": "2012-10-17", "Statement": [{
 def test_v3_model_builder_deploys_an_mldeploy_image(v3, sagemaker_env, image,
                                                      constant_model_data):
     """The v3 pass-through path (image + S3 model data, no model object): it validates the role
-    with IAM SimulatePrincipalPolicy and reads describe_* answers into typed resources, both of
-    which the emulator answers as SageMaker does."""
+    with IAM SimulatePrincipalPolicy (a role that does not exist is refused) and reads describe_*
+    answers into typed resources, both of which the emulator answers as SageMaker does."""
     role = boto3.client("iam").create_role(
         RoleName="sdk-v3-exec", AssumeRolePolicyDocument=json.dumps(TRUST))["Role"]["Arn"]
+    models_before = {m["ModelName"] for m in boto3.client("sagemaker").list_models()["Models"]}
     got = run_sdk(v3, V3_MODEL_BUILDER, sagemaker_env, image, constant_model_data, role,
                   "sdk-v3", csv_body(ROWS[:2]).decode())
+    assert got["refused"] and "nobody" in got["refused"], got  # NoSuchEntity from the emulator
+    models_now = {m["ModelName"] for m in boto3.client("sagemaker").list_models()["Models"]}
+    assert models_now - models_before == {got["model"]}  # the refused build created nothing
     assert got["endpoint"] == "sdk-v3" and got["status"] == "InService"
     assert got["answer"] == {"predictions": [7, 7]}
     assert got["answer"] == boto3_invoke("sdk-v3", csv_body(ROWS[:2]), "text/csv")
@@ -331,24 +342,6 @@ def test_v3_model_builder_deploys_an_mldeploy_image(v3, sagemaker_env, image,
     assert model["PrimaryContainer"]["ModelDataUrl"] == constant_model_data
     assert "VpcConfig" not in model  # never set: omitted, as SageMaker does
     remove_sdk_endpoint("sdk-v3")
-
-
-def test_v3_refuses_a_role_that_does_not_exist(v3, sagemaker_env, image, constant_model_data):
-    code = """
-        import json, sys
-        from sagemaker.serve import ModelBuilder
-        try:
-            ModelBuilder(image_uri=sys.argv[1], s3_model_data_url=sys.argv[2],
-                         role_arn="arn:aws:iam::123456789012:role/nobody",
-                         instance_type="ml.m5.large").build()
-            print(json.dumps({"error": None}))
-        except Exception as exc:
-            print(json.dumps({"error": type(exc).__name__, "message": str(exc)[:500]}))
-    """
-    got = run_sdk(v3, code, sagemaker_env, image, constant_model_data)
-    assert got["error"] is not None, got
-    assert "nobody" in got["message"]
-    assert boto3.client("sagemaker").list_models(NameContains="model-")["Models"] == []
 
 
 # -- the local target's gateway ---------------------------------------------------------------
