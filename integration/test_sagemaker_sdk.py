@@ -59,7 +59,7 @@ def sdk_python(version: str) -> str:
         return explicit
     venv = REPO / f".venv-sagemaker-{version}"
     deadline = time.monotonic() + SDK_WAIT_SECONDS
-    while (venv / ".mldeploy-installing").exists() and time.monotonic() < deadline:
+    while _installing(venv / ".mldeploy-installing") and time.monotonic() < deadline:
         time.sleep(2)
     if (venv / ".mldeploy-ready").exists():
         return str(venv / "bin" / "python")
@@ -67,11 +67,30 @@ def sdk_python(version: str) -> str:
     if (venv / ".mldeploy-failed").exists():
         pytest.skip(f"the SageMaker SDK {version} did not install: "
                     f"{log.read_text(errors='replace')[-600:] if log.exists() else ''}")
-    if (venv / ".mldeploy-installing").exists():
+    if _installing(venv / ".mldeploy-installing"):
         pytest.skip(f"the SageMaker SDK {version} was still installing after "
                     f"{SDK_WAIT_SECONDS:.0f} s")
     pytest.skip(f"the SageMaker SDK {version} is not installed: "
                 f"run bash scripts/install-sagemaker-sdk.sh {version}")
+
+
+def _installing(marker: Path) -> bool:
+    """The installer is still at work: its marker names a live process (or was written by
+    ``--background`` moments ago, before the installer wrote its pid)."""
+    try:
+        text = marker.read_text().strip()
+        age = time.time() - marker.stat().st_mtime
+    except OSError:
+        return False
+    if not text:
+        return age < 120
+    try:
+        os.kill(int(text), 0)
+        return True
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
 
 
 @pytest.fixture(scope="module")

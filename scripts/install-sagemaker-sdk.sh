@@ -10,7 +10,8 @@
 #
 # Each venv gets .venv-sagemaker-vN/.mldeploy-ready when its SDK imports, .mldeploy-failed otherwise
 # (the log is .venv-sagemaker-vN.log); --background returns at once, leaving .mldeploy-installing
-# while it runs, and the tests wait for one of the markers. Idempotent: a ready venv is kept.
+# (the installer's pid) while it runs, and the tests wait for one of the markers while that process
+# lives. Idempotent: a ready venv is kept.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -61,7 +62,7 @@ install_one() {
     fi
     rm -rf "$dir"
     mkdir -p "$dir"
-    touch "$dir/.mldeploy-installing"
+    echo $$ > "$dir/.mldeploy-installing"  # the tests wait while this process lives
     local start=$SECONDS
     {
         .venv/bin/python -m venv "$dir"  # the base interpreter of .venv, not .venv itself
@@ -88,12 +89,15 @@ install_one() {
 if [ "$background" = 1 ]; then
     for v in "${versions[@]}"; do
         dir=.venv-sagemaker-$v
-        if [ ! -f "$dir/.mldeploy-ready" ]; then mkdir -p "$dir" && touch "$dir/.mldeploy-installing"; fi
+        if [ ! -f "$dir/.mldeploy-ready" ]; then mkdir -p "$dir" && : > "$dir/.mldeploy-installing"; fi
     done
     # one after the other (two cores): v2 is needed first by the tests, which wait for the markers
     nohup bash "$0" "${versions[@]}" >/dev/null 2>&1 &
     exit 0
 fi
+for v in "${versions[@]}"; do  # claim every venv still to do at once, then do them in turn
+    if [ -f ".venv-sagemaker-$v/.mldeploy-installing" ]; then echo $$ > ".venv-sagemaker-$v/.mldeploy-installing"; fi
+done
 for v in "${versions[@]}"; do
     install_one "$v"
 done
