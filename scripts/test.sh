@@ -22,4 +22,5 @@ if [ "${MLDEPLOY_SKIP_LOCALSTACK_INSTALL:-0}" != 1 ]; then
     bash scripts/install-localstack.sh || echo "scripts/test.sh: LocalStack not installed; its tests will skip" >&2
 fi
 
+[ "${MLDEPLOY_SKIP_SAGEMAKER_SDK_INSTALL:-0}" = 1 ] || bash scripts/install-sagemaker-sdk.sh --background || true  # SDK v2/v3 client venvs, awaited by integration/test_sagemaker_sdk.py
 exec .venv/bin/python -m pytest "$@"

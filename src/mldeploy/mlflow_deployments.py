@@ -103,7 +103,20 @@ def _check_flavor(flavor: str | None) -> str:
 
 
 def _config(config: Mapping[str, Any] | None) -> dict[str, Any]:
-    return {str(k): v for k, v in (config or {}).items()}
+    """MLflow's ``-C`` dict as mldeploy's config: dotted keys (``-C env.TEAM=risk``,
+    ``-C data_capture_config.destination_s3_uri=s3://...``) become sections, as on mldeploy's own
+    CLI (MLflow hands them over flat)."""
+    from mldeploy.config import merge, parse_assignments
+
+    plain: dict[str, Any] = {}
+    dotted: list[str] = []
+    for key, value in (config or {}).items():
+        key = str(key)
+        if "." in key and isinstance(value, str):
+            dotted.append(f"{key}={value}")
+        else:
+            plain[key] = value
+    return merge(plain, parse_assignments(dotted)) if dotted else plain
 
 
 def _result(deployment: Any) -> dict[str, Any]:

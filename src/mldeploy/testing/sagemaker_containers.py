@@ -43,6 +43,9 @@ from mldeploy.testing.aws import free_port
 from mldeploy.testing.moto_sagemaker import SageMakerEmulator
 
 LABEL = "io.mldeploy.emulator"
+# top-level Describe* keys SageMaker omits when unset (moto answers {})
+_UNSET_WHEN_EMPTY = ("DataCaptureConfig", "VpcConfig", "AsyncInferenceConfig",
+                     "ExplainerConfig")
 
 
 class ContainerStartError(Exception):
@@ -297,6 +300,51 @@ class ContainerSageMakerEmulator(SageMakerEmulator):
 
         self._saved.append((b, "delete_model", b.__dict__.get("delete_model")))
         b.delete_model = delete_model
+        self._omit_unset_configs()
+        self._simulate_principal_policy()
+
+    def _simulate_principal_policy(self) -> None:
+        """IAM SimulatePrincipalPolicy, which moto lacks (an HTML 500) and the SageMaker SDK v3
+        calls to validate ``role_arn`` before ModelBuilder deploys: every action is allowed for
+        a role that exists (moto enforces no policy), NoSuchEntity for one that does not."""
+        from moto.core.responses import ActionResult
+        from moto.iam.responses import IamResponse
+
+        def simulate_principal_policy(self_: Any) -> ActionResult:
+            source = self_._get_param("PolicySourceArn") or ""
+            if ":role/" in source:
+                self_.backend.get_role(source.split(":role/", 1)[1].split("/")[-1])
+            actions = self_._get_param("ActionNames") or []
+            return ActionResult({"EvaluationResults": [
+                {"EvalActionName": a, "EvalResourceName": "*", "EvalDecision": "allowed",
+                 "MatchedStatements": [], "MissingContextValues": []} for a in actions],
+                "IsTruncated": False})
+
+        self._saved.append((IamResponse, "simulate_principal_policy",
+                            IamResponse.__dict__.get("simulate_principal_policy")))
+        IamResponse.simulate_principal_policy = simulate_principal_policy
+
+    def _omit_unset_configs(self) -> None:
+        """Describe* leave out a config that was never set, as SageMaker does: moto answers
+        ``"DataCaptureConfig": {}`` / ``"VpcConfig": {}``, which the SageMaker SDK v3's typed
+        resources refuse (``Endpoint.get`` fails validating an empty DataCaptureConfig)."""
+        from moto.core.responses import ActionResult
+        from moto.sagemaker.responses import SageMakerResponse
+
+        def omitting(original: Callable[..., Any]) -> Callable[..., Any]:
+            def describe(self_: Any) -> Any:
+                out = original(self_)
+                body = out.result if isinstance(out, ActionResult) else None
+                if isinstance(body, dict) and any(body.get(k) == {} for k in _UNSET_WHEN_EMPTY):
+                    body = {k: v for k, v in body.items()
+                            if not (k in _UNSET_WHEN_EMPTY and v == {})}
+                    return ActionResult(body)
+                return out
+            return describe
+
+        for op in ("describe_model", "describe_endpoint", "describe_endpoint_config"):
+            self._saved.append((SageMakerResponse, op, SageMakerResponse.__dict__.get(op)))
+            setattr(SageMakerResponse, op, omitting(getattr(SageMakerResponse, op)))
 
     def stop(self) -> None:
         super().stop()
