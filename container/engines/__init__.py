@@ -50,7 +50,7 @@ class Engine:
 ENGINES: Mapping[str, Engine] = {
     engine.name: engine for engine in (
         Engine("flask", "mldeploy.container.engines.flask",
-               "Flask under gunicorn's threaded workers"),
+               "Flask under gunicorn, requests read by mldeploy's h11 transport"),
         Engine("mlserver", "mldeploy.container.engines.mlserver",
                "MLServer hosting the same protocol, plus its V2 routes and gRPC",
                port_offsets=(0, 1, 2), port_roles=("HTTP", "gRPC", "metrics"),
