@@ -12,7 +12,6 @@ from mldeploy.plugins.azureml import _traffic as tr
 from mldeploy.plugins.azureml.config import AzureMLConfig, Cloud
 from mldeploy.testing.conformance import example_model_dir
 
-
 # -- traffic ------------------------------------------------------------------------------------
 
 def test_fractions_become_whole_percents_summing_to_100():

@@ -1,4 +1,5 @@
-"""The Azure ML target (``mldeploy deploy --target azureml:/SUBSCRIPTION/RESOURCE_GROUP/WORKSPACE``).
+"""The Azure ML target
+(``mldeploy deploy --target azureml:/SUBSCRIPTION/RESOURCE_GROUP/WORKSPACE``).
 
 Files, as in every target: ``target.py`` the hooks the core calls, ``config.py`` the typed config,
 ``_client.py`` the connection (azure-identity's ``DefaultAzureCredential``, the cloud, the

@@ -24,9 +24,6 @@ MODEL_URI = "mldeploy.model-uri"
 VERSION = "mldeploy.version"
 ENDPOINT_TAG = "mldeploy.endpoint"
 
-_HTTP = requests.Session
-
-
 @dataclass
 class Clients:
     """The SDK client and the HTTP session ``invoke`` uses; ``build_image`` is the image
@@ -41,12 +38,11 @@ def connect(subscription: str, resource_group: str, workspace: str,
             cloud: str | None) -> Clients:
     """The real client: no credential is stored or read from mldeploy's config."""
     metadata_url = os.environ.get("ARM_CLOUD_METADATA_URL")
-    import azure.ai.ml._azure_environments as envs  # noqa: F401 - fetches the cloud metadata
     from azure.ai.ml import MLClient
     from azure.identity import DefaultAzureCredential
 
     if metadata_url and cloud is None:
-        cloud = _private_cloud(metadata_url)
+        _private_cloud(metadata_url)  # the SDK picks that cloud itself; refuse a silent miss
     kwargs: dict[str, Any] = {}
     if cloud:
         kwargs["cloud"] = cloud
@@ -70,10 +66,6 @@ def _private_cloud(metadata_url: str) -> str:
         if meta.get(envs.EndpointURLS.RESOURCE_MANAGER_ENDPOINT, "").rstrip("/") in metadata_url:
             return name
     return next(iter(clouds))
-
-
-def bearer(credential: Any, scope: str) -> str:
-    return credential.get_token(scope).token
 
 
 def post_json(http: Any, url: str, body: bytes, content_type: str, headers: dict[str, str],

@@ -91,6 +91,8 @@ class AzureMLConfig:
     traffic_steps: list[int] = field(default_factory=lambda: [100], metadata={
         "help": "replace: the new deployment's share after each step, e.g. 10,50,100"})
     step_wait_seconds: float = field(default=0.0, metadata={"min": 0.0, "max": 86400.0})
+    variant_name: str | None = field(default=None, metadata={
+        "help": "the new deployment's name (default: the next free of blue, green, gold...)"})
     add_percent: int = field(default=10, metadata={
         "min": 0, "max": 100, "help": "add: the new deployment's initial share of traffic"})
     timeout_seconds: float = field(default=1800.0, metadata={"min": 0.1})
@@ -109,6 +111,10 @@ class AzureMLConfig:
         if self.environment is EnvironmentKind.AZUREML_MLFLOW and self.image:
             raise ConfigError("environment=azureml-mlflow runs Azure's image, not -C image",
                               hint="drop one of the two")
+        if self.variant_name is not None and not re.fullmatch(
+                r"[a-zA-Z][a-zA-Z0-9-]{1,30}[a-zA-Z0-9]", self.variant_name):
+            raise ConfigError(f"variant_name={self.variant_name!r} is not a deployment name",
+                              hint="3-32 letters, digits and '-', starting with a letter")
         for key in self.env:
             if not _ENV_KEY.match(key):
                 raise ConfigError(f"env key {key!r} is not a valid environment variable name")

@@ -1,5 +1,5 @@
-"""The azureml target as an MLflow deployments plugin: ``mlflow deployments ... -t mldeploy-azureml``
-(``-t mldeploy-azureml:/SUBSCRIPTION/RESOURCE_GROUP/WORKSPACE``).
+"""The azureml target as an MLflow deployments plugin:
+``mlflow deployments ... -t mldeploy-azureml:/SUBSCRIPTION/RESOURCE_GROUP/WORKSPACE``.
 
 MLflow loads this module through the ``mlflow.deployments`` entry point; it must hold
 ``run_local``, ``target_help`` and exactly one ``BaseDeploymentClient`` subclass. The methods

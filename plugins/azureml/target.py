@@ -104,8 +104,9 @@ class AzureMLTarget(Target):
                     else "choose another name")
             image, model = ops.prepare(tx, name, model_uri)
             ep = ops.create_endpoint(tx, name)
-            ops.create_deployment(tx, ep, COLOURS[0], model, image, model_uri, seq=1)
-            ops.set_traffic(name, {COLOURS[0]: 100}, {})
+            first = (self.config.variant_name or COLOURS[0]).lower()
+            ops.create_deployment(tx, ep, first, model, image, model_uri, seq=1)
+            ops.set_traffic(name, {first: 100}, {})
             self.progress(f"{name} is ready", Status.READY)
             return self._get(name)
 
@@ -119,11 +120,17 @@ class AzureMLTarget(Target):
 
     def _next(self, deps: list[Any]) -> tuple[str, int]:
         used = {d.name.lower() for d in deps}
+        seq = max([_seq(d) for d in deps] or [0]) + 1
+        wanted = self.config.variant_name
+        if wanted:
+            if wanted.lower() in used:
+                raise UsageError(f"the endpoint has a deployment {wanted.lower()!r} already",
+                                 hint="choose another -C variant_name")
+            return wanted.lower(), seq
         free = [c for c in COLOURS if c not in used]
         if not free:
             raise UsageError(f"the endpoint has {len(deps)} deployments already",
                              hint="remove one with mldeploy traffic (weight 0) and replace")
-        seq = max([_seq(d) for d in deps] or [0]) + 1
         return free[0], seq
 
     def _replace(self, tx: Transaction, model_uri: str) -> Deployment:
@@ -304,18 +311,19 @@ class AzureMLTarget(Target):
             changes.append(Change(Action.CREATE, Resource("endpoint", ep_id),
                                   f"auth {cfg.auth_mode.value}"))
             manifests.append(sp.as_yaml_dict(sp.endpoint(cfg, name), "managedOnlineEndpoint"))
-        changes.append(Change(Action.CREATE, Resource("model", f"{model_name}:{version or 'next'}"),
-                              "mlflow_model asset"))
+        changes.append(Change(Action.CREATE, Resource(
+            "model", f"{model_name}:{version or 'next'}"), "mlflow_model asset"))
         detail = (f"custom container {image}" if cfg.environment is EnvironmentKind.CUSTOM
                   else f"no-code MLflow: {sp.NO_CODE_NOTE}")
-        changes.append(Change(Action.CREATE, Resource("deployment", f"{ep_id}/deployments/{colour}"),
-                              detail))
+        changes.append(Change(Action.CREATE, Resource(
+            "deployment", f"{ep_id}/deployments/{colour}"), detail))
         if mode is DeployMode.REPLACE:
             if cfg.mirror_percent:
                 changes.append(Change(Action.UPDATE, Resource("traffic", ep_id),
                                       f"mirror {cfg.mirror_percent}% to {colour}"))
             changes.append(Change(Action.UPDATE, Resource("traffic", ep_id),
-                                  f"{colour} at " + " -> ".join(f"{s}%" for s in cfg.traffic_steps)))
+                                  f"{colour} at "
+                                  + " -> ".join(f"{s}%" for s in cfg.traffic_steps)))
             changes += [Change(Action.DELETE, Resource("deployment", d.id)) for d in deps]
         elif mode is DeployMode.ADD:
             changes.append(Change(Action.UPDATE, Resource("traffic", ep_id),

@@ -474,7 +474,7 @@ class _Routes:
         self.h._send(404, {"error": {"code": "ResourceNotFound", "message": f"{what} not found"}})
 
     def dispatch(self, method: str, rest: str, doc: Any, query: dict[str, str]) -> bool:
-        p, h = self.p, self.h
+        _p, h = self.p, self.h
         if rest == "" and method == "GET":
             h._send(200, self._workspace())
             return True

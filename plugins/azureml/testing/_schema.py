@@ -26,7 +26,7 @@ def _models() -> Any:
     return models
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _hints(cls: type) -> dict[str, Any]:
     from azure.ai.ml._restclient.arm_ml_service.models import _models as mod
 
