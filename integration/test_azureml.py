@@ -223,6 +223,24 @@ def test_failed_replace_under_load_keeps_serving(plane, tmp_path):
     assert count[0] > 0 and failures == []
 
 
+def test_broken_model_fails_its_probes_and_is_rolled_back(plane, tmp_path):
+    import shutil
+
+    target = make_target()
+    target.create("broken-ep", str(example_model_dir()))
+    before = plane.inventory()
+    broken = tmp_path / "broken"
+    shutil.copytree(example_model_dir(), broken)
+    for pkl in broken.rglob("*.pkl"):
+        pkl.write_bytes(b"not a pickle")
+    with pytest.raises(DeploymentFailedError) as info:
+        target.replace("broken-ep", str(broken))
+    assert "readiness probe" in str(info.value)
+    assert plane.inventory() == before
+    assert target.get("broken-ep").model_uri == str(example_model_dir())
+    assert isinstance(target.invoke("broken-ep", _body()).predictions, list)
+
+
 def test_interrupt_mid_shift_returns_traffic(plane, tmp_path, monkeypatch):
     from mldeploy.plugins.azureml import _ops
 

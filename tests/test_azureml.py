@@ -54,11 +54,11 @@ def test_steps_shift_the_rest_proportionally():
 # -- config -------------------------------------------------------------------------------------
 
 def test_config_from_cli_strings():
-    from mldeploy.config import build_config
+    from mldeploy.config import build_config, parse_assignments
 
-    cfg = build_config(AzureMLConfig, {"cloud": "AzureChinaCloud", "traffic_steps": "10,50,100",
-                                       "mirror_percent": "20", "liveness_probe.initial_delay": "90",
-                                       "env.LOG_LEVEL": "debug"})
+    cfg = build_config(AzureMLConfig, parse_assignments([
+        "cloud=AzureChinaCloud", "traffic_steps=10,50,100", "mirror_percent=20",
+        "liveness_probe.initial_delay=90", "env.LOG_LEVEL=debug"]))
     assert cfg.cloud is Cloud.CHINA and cfg.traffic_steps == [10, 50, 100]
     assert cfg.liveness_probe.initial_delay == 90 and cfg.env == {"LOG_LEVEL": "debug"}
 

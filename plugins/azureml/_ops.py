@@ -3,6 +3,8 @@ with its undo as it is made; long operations are polled within the run's timeout
 
 from __future__ import annotations
 
+import contextlib
+import io
 import re
 import time
 from collections.abc import Callable
@@ -40,6 +42,12 @@ def planned_image(cfg: AzureMLConfig, name: str, model_uri: str) -> str | None:
     with materialize(model_uri) as model_dir:
         return _image.request(cfg, name, model_uri, model_dir,
                               cfg.registry or "WORKSPACE_ACR.azurecr.io").reference
+
+
+def quiet() -> contextlib.AbstractContextManager[io.StringIO]:
+    """The SDK's pollers print a dot per poll to stdout (``AzureMLPolling``), which would corrupt
+    ``-o json``; long operations run with stdout captured."""
+    return contextlib.redirect_stdout(io.StringIO())
 
 
 class Ops:
@@ -181,9 +189,10 @@ class Ops:
 
     def create_endpoint(self, tx: Transaction, name: str) -> Any:
         self.say(f"creating online endpoint {name}", Status.CREATING)
-        poller = self.ml.online_endpoints.begin_create_or_update(sp.endpoint(self.cfg, name))
-        tx.record(Resource("endpoint", name), lambda: self.delete_endpoint(name))
-        ep = self._wait(poller, tx, f"while endpoint {name} was being created")
+        with quiet():
+            poller = self.ml.online_endpoints.begin_create_or_update(sp.endpoint(self.cfg, name))
+            tx.record(Resource("endpoint", name), lambda: self.delete_endpoint(name))
+            ep = self._wait(poller, tx, f"while endpoint {name} was being created")
         tx.records[-1].resource = Resource("endpoint", ep.id)
         return ep
 
@@ -195,7 +204,8 @@ class Ops:
         spec = sp.deployment(self.cfg, name, dname, model, image, model_uri, seq)
         self.say(f"creating deployment {dname} ({self.cfg.instance_count} x "
                  f"{self.cfg.instance_type})", Status.CREATING)
-        poller = self.ml.online_deployments.begin_create_or_update(spec)
+        with quiet():
+            poller = self.ml.online_deployments.begin_create_or_update(spec)
         rid = f"{ep.id}/deployments/{dname}"
         tx.record(Resource("deployment", rid), lambda: self.delete_deployment(name, dname))
 
@@ -205,7 +215,8 @@ class Ops:
                 tx.detail = f"\nlast lines of {dname}'s log:\n{tail}"
         tx.on_failure(_with_logs)
         try:
-            dep = self._wait(poller, tx, f"while deployment {dname} was being provisioned")
+            with quiet():
+                dep = self._wait(poller, tx, f"while deployment {dname} was being provisioned")
         except HttpResponseError as exc:
             message = getattr(getattr(exc, "error", None), "message", None) or str(exc)
             raise StepFailed(f"deployment {dname} failed: {scrub(message, 400)}") from None
@@ -216,8 +227,8 @@ class Ops:
         ep = self.ml.online_endpoints.get(name)
         ep.traffic = dict(traffic)
         ep.mirror_traffic = dict(mirror)
-        poller = self.ml.online_endpoints.begin_create_or_update(ep)
-        poller.result()
+        with quiet():
+            self.ml.online_endpoints.begin_create_or_update(ep).result()
 
     def hold(self, seconds: float, tx: Transaction) -> None:
         if seconds <= 0:
@@ -237,7 +248,8 @@ class Ops:
 
         self.say(f"deleting deployment {dname}", Status.UPDATING)
         try:
-            self.ml.online_deployments.begin_delete(dname, name).result()
+            with quiet():
+                self.ml.online_deployments.begin_delete(dname, name).result()
         except ResourceNotFoundError:
             pass
 
@@ -246,7 +258,8 @@ class Ops:
 
         self.say(f"deleting online endpoint {name}", Status.DELETING)
         try:
-            self.ml.online_endpoints.begin_delete(name=name).result()
+            with quiet():
+                self.ml.online_endpoints.begin_delete(name=name).result()
         except ResourceNotFoundError:
             pass
 

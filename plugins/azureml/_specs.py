@@ -78,8 +78,11 @@ def model(cfg: AzureMLConfig, name: str, version: str, path: str, model_uri: str
 
 def as_yaml_dict(entity: Any, schema: str) -> dict[str, Any]:
     """An entity as the Azure ML CLI v2 YAML it would be written as."""
+    import json
+
     doc = {"$schema": f"https://azuremlschemas.azureedge.net/latest/{schema}.schema.json"}
-    doc.update({k: v for k, v in entity._to_dict().items() if v not in (None, {}, [])})
+    plain = json.loads(json.dumps(entity._to_dict(), default=str))  # OrderedDicts -> dicts
+    doc.update({k: v for k, v in plain.items() if v not in (None, {}, [])})
     return doc
 
 

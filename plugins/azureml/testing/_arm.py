@@ -208,8 +208,6 @@ class ControlPlane:
         if injected:
             props["provisioningState"] = "Failed"
             self._stop_served(ep, dep)
-            self.served[(ep, dep)] = None  # type: ignore[assignment]
-            del self.served[(ep, dep)]
             d["_log"] = [f"Liveness probe failed: {injected}"]
             return f"{injected}"
         try:
@@ -258,13 +256,17 @@ class ControlPlane:
         from werkzeug.serving import make_server
 
         from mldeploy.container.engines.flask import create_app
+        from mldeploy.container.runtime import ModelRuntime
         from mldeploy.container.settings import ServerSettings
 
         root = Path(tempfile.mkdtemp(prefix="mldeploy-azfake-"))
         try:
             model_dir = self._model_files(d["properties"].get("model", ""), root)
             settings = ServerSettings(model_uri=str(model_dir), workers=1, metrics="off")
-            app = create_app(settings)
+            # a failed load must fail the probes, not exit this (the test's) process
+            runtime = ModelRuntime(settings, on_failure=lambda _rt: None)
+            runtime.start()
+            app = create_app(settings, runtime)
             srv = make_server("127.0.0.1", 0, app, threaded=True)
             thread = threading.Thread(target=srv.serve_forever, daemon=True)
             thread.start()
@@ -281,8 +283,7 @@ class ControlPlane:
                     detail = r.text[:300]
                 except requests.RequestException as exc:
                     detail = str(exc)
-                runtime = app.config["MLDEPLOY_RUNTIME"]
-                failed = getattr(runtime, "error", None) or getattr(runtime, "failure", None)
+                failed = runtime.failure
                 if failed or time.monotonic() > until:
                     served.stop()
                     raise RuntimeError(f"model did not load: {failed or detail}")
