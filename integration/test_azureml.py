@@ -43,7 +43,7 @@ def world(tmp_path_factory):
     with kit.localhost_resolver(), kit.azurite(binary, cert, key, tmp / "azurite") as blob_url:
         port = blob_url.split(":")[2].split("/")[0]
         plane = kit.ControlPlane(cert, key, blob_url=blob_url,
-                                 storage_suffix=f"localhost:{port}").start()
+                                 storage_suffix=f"core.localhost:{port}").start()
         plane.add_workspace(SUB, RG, WS)
         try:
             with kit.environment(kit.azure_env(plane, cert)):

@@ -44,6 +44,12 @@ def planned_image(cfg: AzureMLConfig, name: str, model_uri: str) -> str | None:
                               cfg.registry or "WORKSPACE_ACR.azurecr.io").reference
 
 
+def state_of(resource: Any) -> str:
+    """A provisioning state as Azure's word (the SDK gives a str enum or a str)."""
+    state = getattr(resource, "provisioning_state", None) or ""
+    return str(getattr(state, "value", state))
+
+
 def quiet() -> contextlib.AbstractContextManager[io.StringIO]:
     """The SDK's pollers print a dot per poll to stdout (``AzureMLPolling``), which would corrupt
     ``-o json``; long operations run with stdout captured."""
@@ -239,7 +245,7 @@ class Ops:
 
     def check_healthy(self, name: str, dname: str) -> None:
         dep = self.ml.online_deployments.get(dname, name)
-        state = str(dep.provisioning_state or "")
+        state = state_of(dep)
         if state.lower() != "succeeded":
             raise StepFailed(f"deployment {dname} is {state or 'in an unknown state'}")
 
@@ -270,4 +276,4 @@ class Ops:
         return poller.result()
 
 
-__all__ = ["Ops", "model_name", "planned_image"]
+__all__ = ["Ops", "model_name", "planned_image", "quiet", "state_of"]

@@ -253,9 +253,8 @@ class AzureMLTarget(Target):
         share = tr.shares(ep.traffic or {}, [d.name for d in deps])
         variants = tuple(Variant(d.name, share[d.name], (d.tags or {}).get(MODEL_URI),
                                  d.instance_count) for d in deps)
-        state = _STATE.get(str(ep.provisioning_state or "").lower(), Status.UNKNOWN)
-        dep_states = [_STATE.get(str(d.provisioning_state or "").lower(), Status.UNKNOWN)
-                      for d in deps]
+        state = _STATE.get(_ops.state_of(ep).lower(), Status.UNKNOWN)
+        dep_states = [_STATE.get(_ops.state_of(d).lower(), Status.UNKNOWN) for d in deps]
         if state is Status.READY and any(s is not Status.READY for s in dep_states):
             state = next(s for s in dep_states if s is not Status.READY)
             state = Status.UPDATING if state is Status.CREATING else state

@@ -46,7 +46,7 @@ def make_cert(directory: Path) -> tuple[Path, Path]:
             .not_valid_after(now + datetime.timedelta(days=2))
             .add_extension(x509.SubjectAlternativeName([
                 x509.DNSName("localhost"), x509.DNSName(f"{ACCOUNT}.blob.localhost"),
-                x509.DNSName("*.blob.localhost"),
+                x509.DNSName("*.blob.localhost"), x509.DNSName(f"{ACCOUNT}.blob.core.localhost"),
                 x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
             .sign(key, hashes.SHA256()))

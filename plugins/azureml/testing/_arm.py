@@ -39,7 +39,11 @@ from typing import Any
 
 from mldeploy.plugins.azureml.testing import _schema
 
-API_VERSIONS = {"2025-12-01", "2023-04-01", "2024-04-01", "2019-08-01"}
+# The api-versions azure-ai-ml 1.35 sends (its MLClient's service clients and arm_ml_service).
+API_VERSIONS = {"2022-02-01-preview", "2022-05-01", "2022-10-01", "2022-10-01-preview",
+                "2023-02-01-preview", "2023-04-01", "2023-04-01-preview", "2023-06-01-preview",
+                "2023-08-01-preview", "2023-10-01", "2024-01-01-preview", "2024-04-01-preview",
+                "2024-10-01-preview", "2025-01-01-preview", "2025-12-01"}
 BASE = (r"^/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)/providers/"
         r"Microsoft\.MachineLearningServices/workspaces/(?P<ws>[^/]+)")
 AZURITE_KEY = ("Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/"
@@ -81,7 +85,7 @@ class ControlPlane:
 
     def __init__(self, cert: Path, key: Path, *, blob_url: str | None = None,
                  storage_suffix: str = "localhost:10000", location: str = "westeurope",
-                 token: str = "fake-aad-token", poll_rounds: int = 1) -> None:
+                 token: str = "fake-aad-token", poll_rounds: int = 0) -> None:
         self.cert, self.key = cert, key
         self.blob_url = blob_url  # https://127.0.0.1:PORT/devstoreaccount1 (Azurite, direct)
         self.storage_suffix = storage_suffix
@@ -466,7 +470,25 @@ class _Routes:
         self.h, self.p, self.wsid, self.ws = h, plane, wsid, ws
 
     def _lro(self, status: int, doc: Any, finish: Any) -> None:
+        """A long operation: with ``poll_rounds`` 0 it finishes inside the request (the answer
+        carries the final state, so the SDK's poller, whose interval is a fixed 5 s, never
+        sleeps); else 201/202 with ``Azure-AsyncOperation`` polled ``poll_rounds`` times."""
+        if self.p.poll_rounds == 0:
+            try:
+                error = finish()
+            except Exception as exc:  # noqa: BLE001
+                error = f"{type(exc).__name__}: {exc}"
+            if doc is None:
+                self.h._send(200, {})
+            elif error:
+                doc = self._public(doc)
+                self.h._send(200, {**doc, "properties": {**doc["properties"],
+                                                         "provisioningState": "Failed"}})
+            else:
+                self.h._send(status, self._public(doc))
+            return
         op = self.p.operation(finish)
+        doc = None if doc is None else self._public(doc)
         url = f"{self.p.base_url}operations/{op}?api-version=2025-12-01"
         self.h._send(status, doc, {"Azure-AsyncOperation": url, "Location": url,
                                    "Retry-After": "1"})
@@ -599,7 +621,7 @@ class _Routes:
             def finish() -> None:
                 props["provisioningState"] = "Succeeded"
 
-            self._lro(200 if current else 201, self._public(stored), finish)
+            self._lro(200 if current else 201, stored, finish)
             return True
         if method == "DELETE":
             if current is None:
@@ -686,8 +708,7 @@ class _Routes:
                       "systemData": _system_data(), "properties": props, "_log": []}
             with p.lock:
                 p.deployments[(e, d)] = stored
-            self._lro(200 if current else 201, self._public(stored),
-                      lambda: p.provision(e, d))
+            self._lro(200 if current else 201, stored, lambda: p.provision(e, d))
             return True
         if method == "DELETE":
             if current is None:
