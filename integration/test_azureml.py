@@ -99,7 +99,7 @@ def _other(tmp_path: Path) -> str:
     import shutil
 
     dst = tmp_path / "other-model"
-    shutil.copytree(example_model_dir(), dst)
+    shutil.copytree(example_model_dir(), dst, dirs_exist_ok=True)
     (dst / "README.txt").write_text("another model\n")
     return str(dst)
 
@@ -112,20 +112,15 @@ def test_credentials_come_from_the_managed_identity(plane):
     assert calls[0]["resource"].rstrip("/") == plane.base_url.rstrip("/")
 
 
-def test_a_refused_token_is_a_clear_error(plane):
-    saved, plane.token = plane.token, "another-token"
+def test_a_stale_token_is_a_clear_error(plane):
+    target = make_target()
+    target.list()  # DefaultAzureCredential now holds the managed identity's token
+    saved, plane.token = plane.token, "rotated-token"  # the service no longer accepts it
     try:
-        target = make_target()
-        target.clients = None
-        import mldeploy.plugins.azureml._client as client
-
-        c = client.connect(SUB, RG, WS, None)
-        c.ml_client._credential.get_token = lambda *a, **k: type(  # a stale token
-            "T", (), {"token": "stale", "expires_on": int(time.time()) + 3600})()
-        target.clients = c
         with pytest.raises(TargetError) as info:
             target.list()
-        assert "stale" not in str(info.value)
+        assert "credential" in info.value.message and "DefaultAzureCredential" in info.value.hint
+        assert saved not in str(info.value)
     finally:
         plane.token = saved
 
@@ -300,7 +295,7 @@ def test_built_image_goes_through_the_image_service(plane):
         built.append(req)
         return f"{req.reference}@sha256:{'0' * 64}"
 
-    target = make_target(image=None, **{"build.engine": "flask"})
+    target = make_target(image=None, build={"engine": "flask"})
     clients = connect(SUB, RG, WS, None)
     clients.build_image = builder
     target.clients = clients
