@@ -1,6 +1,6 @@
 """Fast tests of the Azure ML target's own logic: traffic arithmetic, the typed config, names,
 error mapping, the offline create plan (Azure ML YAML) and the registry / MLflow plugin wiring.
-The SDK-driven flows are in integration/test_azureml.py (the real azure-ai-ml against a
+The SDK-driven flows are in integration/test_azureml_sdk.py (the real azure-ai-ml against a
 control-plane fake and Azurite)."""
 
 from __future__ import annotations

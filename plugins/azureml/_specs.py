@@ -21,7 +21,15 @@ NO_CODE_NOTE = ("Azure's curated MLflow image installs the model's packages (con
                 "each container starts: slower starts, and it needs egress to a package index")
 
 
+def _quiet_sdk_logs() -> None:
+    """azure-ai-ml logs "This is an experimental class" warnings for its own internal schemas."""
+    import logging
+
+    logging.getLogger("azure.ai.ml._utils._experimental").setLevel(logging.ERROR)
+
+
 def endpoint(cfg: AzureMLConfig, name: str) -> Any:
+    _quiet_sdk_logs()
     from azure.ai.ml.entities import ManagedOnlineEndpoint
 
     tags = {**cfg.tags, MANAGED_BY: "mldeploy", VERSION: mldeploy.__version__}
@@ -45,6 +53,7 @@ def environment(cfg: AzureMLConfig, image: str) -> Any:
 
 def deployment(cfg: AzureMLConfig, endpoint_name: str, name: str, model: Any, image: str | None,
                model_uri: str, seq: int) -> Any:
+    _quiet_sdk_logs()
     from azure.ai.ml.entities import ManagedOnlineDeployment, OnlineRequestSettings
 
     env = None
@@ -67,6 +76,7 @@ def deployment(cfg: AzureMLConfig, endpoint_name: str, name: str, model: Any, im
 
 def model(cfg: AzureMLConfig, name: str, version: str, path: str, model_uri: str,
           endpoint_name: str) -> Any:
+    _quiet_sdk_logs()
     from azure.ai.ml.constants import AssetTypes
     from azure.ai.ml.entities import Model
 
