@@ -125,6 +125,17 @@ def test_a_stale_token_is_a_clear_error(plane):
         plane.token = saved
 
 
+def test_the_fake_fails_loudly_on_an_unknown_route(plane):
+    import requests
+
+    url = (f"{plane.base_url}subscriptions/{SUB}/resourceGroups/{RG}/providers/"
+           f"Microsoft.MachineLearningServices/workspaces/{WS}/batchEndpoints?api-version=2023-10-01")
+    r = requests.get(url, headers={"Authorization": f"Bearer {plane.token}"}, timeout=10)
+    assert r.status_code == 501 and "FakeUnknownRoute" in r.text
+    assert plane.unknown and "batchEndpoints" in plane.unknown[-1]
+    plane.unknown.clear()
+
+
 def test_wrong_metadata_url_is_not_silently_public_azure(plane, monkeypatch):
     monkeypatch.setenv("ARM_CLOUD_METADATA_URL", plane.base_url + "metadata/nothing-here")
     with pytest.raises(UsageError) as info:

@@ -174,3 +174,28 @@ def test_mlflow_loads_the_plugin():
 
     plugin = DeploymentPlugins()["mldeploy-azureml"]
     assert callable(plugin.run_local) and "azureml" in plugin.target_help()
+
+
+# -- the fake's body checks use the SDK's own REST models ---------------------------------------
+
+def test_fake_checks_bodies_with_the_sdks_rest_models():
+    pytest.importorskip("azure.ai.ml")
+    from mldeploy.plugins.azureml.testing import _schema
+
+    endpoint = _schema.model("OnlineEndpoint")
+    good = {"location": "westeurope", "properties": {"authMode": "Key", "traffic": {"blue": 100}}}
+    _schema.check(endpoint, good)
+    for bad, where in [
+        ({"properties": {"authMode": "Key"}}, "$.location"),  # required
+        ({**good, "colour": "red"}, "$.colour"),  # unknown key
+        ({"location": "x", "properties": {"authMode": "Pin"}}, "authMode"),  # not an enum value
+        ({"location": "x", "properties": {"authMode": "Key", "traffic": {"blue": "all"}}},
+         "traffic.blue"),
+    ]:
+        with pytest.raises(_schema.SchemaError) as info:
+            _schema.check(endpoint, bad)
+        assert where in str(info.value)
+    deployment = _schema.model("OnlineDeployment")
+    with pytest.raises(_schema.SchemaError) as info:  # an unknown discriminator value
+        _schema.check(deployment, {"location": "x", "properties": {"endpointComputeType": "Moon"}})
+    assert "endpointComputeType" in str(info.value)

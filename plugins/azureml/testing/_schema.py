@@ -55,7 +55,7 @@ def check(cls: type, data: Any, path: str = "$") -> None:
         raise SchemaError(f"{path}: expected an object for {cls.__name__}, got "
                           f"{type(data).__name__}")
     cls = _resolve(cls, data, path)
-    fields = {rf._rest_name: (attr, rf) for attr, rf in cls._attr_to_rest_field.items()}
+    fields = {rf._rest_name: (attr, rf) for attr, rf in _rest_fields(cls).items()}
     hints = _hints(cls)
     for key, value in data.items():
         if key not in fields:
@@ -72,9 +72,17 @@ def check(cls: type, data: Any, path: str = "$") -> None:
             raise SchemaError(f"{path}.{rest}: required by {cls.__name__}")
 
 
+def _rest_fields(cls: type) -> dict[str, Any]:
+    """The model's own rest fields. The SDK computes them in ``Model.__new__`` on a class's first
+    instance (until then a subclass would show its parent's), so make one first."""
+    cls.__new__(cls)
+    return cls._attr_to_rest_field
+
+
 def _resolve(cls: type, data: dict, path: str) -> type:
     seen: list[str] = []
     while getattr(cls, "__mapping__", None):
+        _rest_fields(cls)
         disc = cls._get_discriminator(seen)
         if disc is None:
             break
@@ -95,12 +103,26 @@ def _optional(tp: Any) -> bool:
     return typing.get_origin(tp) is typing.Union and type(None) in typing.get_args(tp)
 
 
+def _forward(tp: Any) -> Any:
+    if isinstance(tp, typing.ForwardRef):
+        from azure.ai.ml._restclient.arm_ml_service.models import _models as mod
+
+        return eval(tp.__forward_arg__, {**vars(mod), "_models": _models()})  # noqa: S307
+    return tp
+
+
 def _check_value(tp: Any, value: Any, path: str) -> None:
     from azure.ai.ml._restclient.arm_ml_service._utils.model_base import Model
 
+    tp = _forward(tp)
     origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
+    args = tuple(_forward(a) for a in typing.get_args(tp))
     if tp is Any or tp is object:
+        return
+    enums = [a for a in args if isinstance(a, type) and issubclass(a, enum.Enum)]
+    if origin is typing.Union and str in args and enums:
+        # an "extensible" enum (str or the enum): the service takes only the enum's values
+        _check_value(enums[0], value, path)
         return
     if origin is typing.Union:
         errors = []
