@@ -199,3 +199,18 @@ def test_fake_checks_bodies_with_the_sdks_rest_models():
     with pytest.raises(_schema.SchemaError) as info:  # an unknown discriminator value
         _schema.check(deployment, {"location": "x", "properties": {"endpointComputeType": "Moon"}})
     assert "endpointComputeType" in str(info.value)
+
+
+@pytest.mark.parametrize("cloud, host", [("AzureCloud", "management.azure.com"),
+                                         ("AzureChinaCloud", "management.chinacloudapi.cn"),
+                                         ("AzureUSGovernment", "management.usgovcloudapi.net")])
+def test_cloud_picks_the_resource_manager(cloud, host, monkeypatch):
+    pytest.importorskip("azure.ai.ml")
+    from mldeploy.plugins.azureml.testing import AZURE_ENV
+
+    for key in AZURE_ENV:
+        monkeypatch.delenv(key, raising=False)
+    target = _target(cloud=cloud)
+    ml = target._clients().ml_client  # builds the client; no request is sent
+    assert ml._base_url == f"https://{host}"
+    assert type(ml._credential).__name__ == "DefaultAzureCredential"
