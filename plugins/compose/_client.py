@@ -153,6 +153,7 @@ class ContainerInfo:
     service: str
     state: str  # running, exited, ...
     health: str | None  # healthy, unhealthy, starting; None without a health check
+    restarts: int = 0
 
     @property
     def ok(self) -> bool:
@@ -191,7 +192,8 @@ class Engine:
         out = []
         for c in self.client.containers.list(all=True, filters={"label": labels}):
             health = (c.attrs.get("State", {}).get("Health") or {}).get("Status")
-            out.append(ContainerInfo(c.name, c.labels.get(SERVICE_LABEL, ""), c.status, health))
+            out.append(ContainerInfo(c.name, c.labels.get(SERVICE_LABEL, ""), c.status, health,
+                                     int(c.attrs.get("RestartCount") or 0)))
         return out
 
     def logs(self, project: str, service: str, lines: int) -> str:
@@ -211,9 +213,11 @@ class Engine:
             found = self.containers(project, service)
             if found and all(c.ok for c in found):
                 return None
-            bad = [c for c in found if c.state in ("exited", "dead") or c.health == "unhealthy"]
-            if bad:
-                return f"{bad[0].name} is {bad[0].describe()}"
+            bad = [c for c in found if c.state in ("exited", "dead", "restarting")
+                   or c.health == "unhealthy" or c.restarts]
+            if bad:  # restart: unless-stopped would retry it for ever: it exited once
+                return f"{bad[0].name} is {bad[0].describe()}" + (
+                    f" after {bad[0].restarts} restart(s)" if bad[0].restarts else "")
             if time.monotonic() > deadline:
                 state = found[0].describe() if found else "not created"
                 return f"not healthy after {timeout:g} s ({state})"
