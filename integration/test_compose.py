@@ -185,3 +185,57 @@ def test_compose_itself_accepts_the_generated_project(make, projects, compose):
         out = compose.config(projects / f"cfg-{mode}", ["compose.yaml"])
         assert "model-blue" in out and "service_healthy" in out
         assert "${MODEL_" not in out and "${PUBLISH" not in out, "Compose interpolated .env"
+
+
+@pytest.fixture(scope="session")
+def postgres_image(docker_engine: Any) -> str:
+    from mldeploy.plugins.compose.testing import ImageUnavailable, postgres_image
+
+    try:
+        return postgres_image()
+    except ImageUnavailable as exc:
+        pytest.skip(f"no offline PostgreSQL image: {exc}")
+
+
+def _container(docker_engine: Any, project: str, service: str) -> Any:
+    (c,) = docker_engine.containers.list(filters={"label": [
+        f"com.docker.compose.project={project}", f"com.docker.compose.service={service}"]})
+    return c
+
+
+def test_postgres_with_its_secret_and_volume(make, docker_engine, projects, tmp_path,
+                                             postgres_image):
+    from mldeploy.plugins.compose.testing import override
+
+    ov = override(tmp_path / "offline.yaml",
+                  {"postgres": {"image": postgres_image, "pull_policy": "never"}})
+    target = make(**{"with": "postgres", "override_files": [str(ov)],
+                     "secrets": {"api_token": "tok-4711"}})
+    dep = target.create("pg", str(example_model_dir()))
+    assert dep.status is Status.READY, dep.failure_reason
+    assert dep.details["services"]["postgres"] == "running (healthy)"
+    port = target._load("pg").ports["postgres"]
+    password = (projects / "pg" / "secrets" / "postgres_password").read_text()
+    pg = _container(docker_engine, "mldeploy-pg", "postgres")
+    ok = pg.exec_run(["psql", f"postgresql://mlflow:{password}@127.0.0.1:{port}/mlflow",
+                      "-tAc", "select 1"])
+    assert ok.exit_code == 0 and ok.output.strip() == b"1", ok.output
+    wrong = pg.exec_run(["psql", f"postgresql://mlflow:wrong@127.0.0.1:{port}/mlflow",
+                         "-tAc", "select 1"])
+    assert wrong.exit_code != 0 and b"password authentication failed" in wrong.output
+    model = _container(docker_engine, "mldeploy-pg", "model-blue")
+    assert model.exec_run(["cat", "/run/secrets/api_token"]).output == b"tok-4711"
+    assert model.attrs["Config"]["User"] != "0:0"
+    for c in (pg, model):  # the secrets are files, not in the environment or labels
+        seen = json.dumps([c.attrs["Config"]["Env"], c.attrs["Config"]["Labels"]])
+        assert password not in seen and "tok-4711" not in seen
+    assert _post(int(target.config.publish.rpartition(":")[2]))[0] == 200
+
+    volume = "mldeploy-pg_postgres-data"
+    gone = target.delete("pg")
+    assert gone.existed and docker_engine.volumes.get(volume)  # data kept by default
+    assert (projects / "pg" / "secrets" / "postgres_password").read_text() == password
+    again = make(volumes=True).delete("pg")
+    assert again.existed is False
+    assert volume not in {v.name for v in docker_engine.volumes.list()}
+    assert not (projects / "pg").exists()

@@ -138,7 +138,7 @@ def test_secrets_are_0600_files_never_inline(tmp_path):
 @pytest.mark.parametrize("config,match", [
     ({"publsh": "1"}, "did you mean 'publish'"),
     ({"publish": "localhost:99999"}, "not ADDRESS:PORT"),
-    ({"with": "tracking"}, "needs postgres and artifacts"),
+    ({"with": "tracking"}, "needs postgres too"),
     ({"with": "tracking,redis"}, "is not valid"),
     ({"images": {"postgres": "postgres:latest"}}, "pinned"),
     ({"images": {"redis": "redis:7"}}, "images.redis"),
@@ -186,7 +186,7 @@ def test_cli_bad_config_is_one_line_and_exit_code(tmp_path):
     result = CliRunner().invoke(cli, ["deploy", "-t", f"compose:{tmp_path}", "-n", "demo",
                                        "-m", MODEL, "-C", "with=tracking", "--dry-run"])
     assert result.exit_code == 2, result.output
-    assert "needs postgres and artifacts" in result.output and "Traceback" not in result.output
+    assert "needs postgres too" in result.output and "Traceback" not in result.output
 
 
 def test_state_round_trips():
@@ -233,3 +233,20 @@ def test_model_service_drops_capabilities():
     cfg, st = _state()
     svc = pj.render(cfg, st, {}).compose["services"]["model-blue"]
     assert svc["cap_drop"] == ["ALL"] and svc["security_opt"] == ["no-new-privileges:true"]
+
+
+def test_secret_files_belong_to_the_services_user(tmp_path):
+    import os
+
+    target = ComposeTarget({"projects_dir": str(tmp_path), "secrets": {"api_token": "x"}})
+    st = target._new_state("demo")
+    st.models["blue"] = pj.ModelState("blue", "img:1", MODEL)
+    target._write(st)
+    owner = (tmp_path / "demo" / "secrets" / "api_token").stat().st_uid
+    svc = yaml.safe_load((tmp_path / "demo" / "compose.yaml").read_text())["services"]
+    if os.geteuid() == 0:  # given to the image's non-root user, who runs the model
+        assert owner == pj.APP_UID and svc["model-blue"]["user"] == "10001:10001"
+    else:  # the invoking user owns it and runs the model
+        assert owner == os.getuid() and svc["model-blue"]["user"] == \
+            f"{os.getuid()}:{os.getgid()}"
+    assert svc["model-blue"]["user"] != "0:0"

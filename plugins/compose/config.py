@@ -170,10 +170,10 @@ class ComposeConfig:
                 raise ConfigError(f"config images.{key}={ref!r} is not a pinned image reference",
                                   hint="name a tag (never latest) or a digest")
         wanted = set(self.with_)
-        if Optional_.TRACKING in wanted and not {Optional_.POSTGRES, Optional_.ARTIFACTS} <= wanted:
-            raise ConfigError("config with=tracking needs postgres and artifacts too",
-                              hint="use -C with=tracking,postgres,artifacts (the tracking server "
-                                   "keeps runs in PostgreSQL and artifacts in the store)")
+        if Optional_.TRACKING in wanted and Optional_.POSTGRES not in wanted:
+            raise ConfigError("config with=tracking needs postgres too",
+                              hint="use -C with=tracking,postgres (the tracking server keeps "
+                                   "runs in PostgreSQL; add artifacts for an S3 artifact store)")
         if self.image is not None and not self.image.strip():
             raise ConfigError("config image is empty", hint="give a local image reference")
         for path in self.override_files:

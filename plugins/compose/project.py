@@ -77,6 +77,10 @@ class ProjectState:
     with_: list[str] = field(default_factory=list)
     ports: dict[str, int] = field(default_factory=dict)  # host mode: the other services' ports
     secrets: list[str] = field(default_factory=list)
+    # the model services' user: the image's non-root user when mldeploy runs as root (it then
+    # gives the 0600 secret files to that user), else the invoking user, who owns them (Compose
+    # bind-mounts file secrets with their host owner and mode, ignoring uid/gid/mode)
+    user: str = f"{APP_UID}:{APP_UID}"
 
     def to_json(self) -> str:
         data = {k: v for k, v in self.__dict__.items() if k != "models"}
@@ -153,7 +157,7 @@ def model_service(config: ComposeConfig, state: ProjectState, model: ModelState,
     svc: dict[str, Any] = {
         "image": model.image,
         "pull_policy": "never",  # built by mldeploy on this engine, never in a registry
-        **_hardened(f"{APP_UID}:{APP_UID}", grace),
+        **_hardened(state.user, grace),
         "environment": env,
         "healthcheck": _health(_python_probe(PYTHON, f"http://127.0.0.1:{port}/ping"), "120s"),
         "deploy": {"resources": {"limits": {"cpus": "${MODEL_CPUS}",
@@ -240,6 +244,8 @@ def render(config: ComposeConfig, state: ProjectState, secrets: dict[str, str]) 
         top_secrets["artifacts_password"] = {"file": "./secrets/artifacts_password"}
     if Optional_.TRACKING.value in wanted:
         services["tracking"] = _tracking(config, state)
+        if Optional_.ARTIFACTS.value not in wanted:
+            volumes["tracking-artifacts"] = {}
     if Optional_.METRICS.value in wanted:
         services["metrics"] = _metrics(config, state)
         volumes["metrics-data"] = {}
@@ -318,23 +324,28 @@ def _tracking(config: ComposeConfig, state: ProjectState) -> dict[str, Any]:
     port = state.ports.get("tracking", 5000) if state.host else 5000
     listen = "127.0.0.1" if state.host else "0.0.0.0"
     pg = _addr(state, "postgres", 5432)
-    s3 = _addr(state, "artifacts", 9000)
+    s3 = Optional_.ARTIFACTS.value in state.with_
     # Credentials are read from the secret files when the server starts: never in the file,
     # the environment or the command line Compose shows.
-    script = (
+    script = ('PW="$(cat /run/secrets/postgres_password)"; ' + (
         'export AWS_ACCESS_KEY_ID="$(cat /run/secrets/artifacts_user)" '
-        'AWS_SECRET_ACCESS_KEY="$(cat /run/secrets/artifacts_password)"; '
-        'PW="$(cat /run/secrets/postgres_password)"; '
-        f'exec mlflow server --host {listen} --port {port} '
+        'AWS_SECRET_ACCESS_KEY="$(cat /run/secrets/artifacts_password)"; ' if s3 else "")
+        + f'exec mlflow server --host {listen} --port {port} '
         f'--backend-store-uri "postgresql://{POSTGRES_USER}:$${{PW}}@{pg}/{POSTGRES_USER}" '
-        f'--artifacts-destination s3://{BUCKET}/ --serve-artifacts')
+        + (f'--artifacts-destination s3://{BUCKET}/' if s3
+           else '--artifacts-destination /mlflow-artifacts') + ' --serve-artifacts')
+    depends = {"postgres": {"condition": "service_healthy"}}
+    if s3:
+        depends["artifacts"] = {"condition": "service_healthy"}
     svc: dict[str, Any] = {
         "image": config.image_of("tracking"), "restart": "unless-stopped",
         "entrypoint": ["sh", "-c", script],
-        "environment": {"MLFLOW_S3_ENDPOINT_URL": f"http://{s3}"},
-        "secrets": ["postgres_password", "artifacts_user", "artifacts_password"],
-        "depends_on": {"postgres": {"condition": "service_healthy"},
-                       "artifacts": {"condition": "service_healthy"}},
+        "environment": {"MLFLOW_S3_ENDPOINT_URL": f"http://{_addr(state, 'artifacts', 9000)}"}
+        if s3 else {},
+        "secrets": ["postgres_password"] + (["artifacts_user", "artifacts_password"] if s3
+                                            else []),
+        "depends_on": depends,
+        **({} if s3 else {"volumes": ["tracking-artifacts:/mlflow-artifacts"]}),
         "healthcheck": _health(_python_probe("python3", f"http://127.0.0.1:{port}/health"),
                                "120s"),
         "deploy": {"resources": {"limits": {"cpus": "1", "memory": "1g"}}},

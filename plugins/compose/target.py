@@ -157,6 +157,8 @@ class ComposeTarget(Target):
         (folder / "secrets").mkdir(mode=0o700, exist_ok=True)
         for key, value in files.secrets.items():
             _atomic(folder / "secrets" / key, value, 0o600)
+            if os.geteuid() == 0:  # readable by the services' non-root user, still 0600
+                os.chown(folder / "secrets" / key, pj.APP_UID, pj.APP_UID)
         for rel, text in files.files.items():
             (folder / rel).parent.mkdir(parents=True, exist_ok=True)
             _atomic(folder / rel, text, 0o644)
@@ -205,7 +207,9 @@ class ComposeTarget(Target):
     def _new_state(self, name: str) -> pj.ProjectState:
         c = self.config
         state = pj.ProjectState(name=name, publish=c.publish, network_mode=c.network_mode.value,
-                                with_=[w.value for w in c.with_], secrets=sorted(c.secrets))
+                                with_=[w.value for w in c.with_], secrets=sorted(c.secrets),
+                                user=f"{pj.APP_UID}:{pj.APP_UID}" if os.geteuid() == 0
+                                else f"{os.getuid()}:{os.getgid()}")
         if state.host:
             for svc in ("postgres", "artifacts", "tracking", "metrics"):
                 if svc in state.with_:
@@ -255,11 +259,14 @@ class ComposeTarget(Target):
         model = self._model(state, "blue", model_uri)
         state.models["blue"] = model
         state.active = "blue"
-        if folder.exists():  # left over by an interrupted run: nothing serves from it
+        kept = (folder / "secrets").is_dir()  # a delete that kept the data volumes
+        if folder.exists():  # left over: nothing serves from it
             self._down(folder, volumes=False)
-            shutil.rmtree(folder)
+            _clear(folder, keep_secrets=True)
         tx.record(Resource("project-dir", str(folder)),
-                  functools.partial(shutil.rmtree, folder, ignore_errors=True))
+                  functools.partial(_clear, folder, keep_secrets=kept))
+        if kept:
+            self._say(f"reusing the secrets kept in {folder}/secrets with the data volumes")
         self._write(state)
         tx.record(Resource("compose-project", pj.project_name(name)),
                   functools.partial(self._down, folder, volumes=True))
@@ -339,22 +346,24 @@ class ComposeTarget(Target):
         leftover: list[Resource] = []
         with compose_errors(f"listing the containers of {project}"):
             before = [c.name for c in self.engine.containers(project)]
-        keep_data = not self.config.volumes and any(
+        had_state = (folder / pj.STATE_FILE).is_file()
+        keep_data = not self.config.volumes and (any(
             s in self._load_quiet(name) for s in ("postgres", "artifacts", "metrics"))
+            or (not had_state and (folder / "secrets").is_dir()))
         self._down(folder, volumes=self.config.volumes)
         with compose_errors(f"listing the containers of {project}"):
             after = {c.name for c in self.engine.containers(project)}
         removed += [Resource("container", c) for c in before if c not in after]
         leftover += [Resource("container", c) for c in sorted(after)]
         if keep_data:  # the data volumes stay, and so do the passwords that open them
-            for rel in ("compose.yaml", ".env", pj.STATE_FILE):
-                (folder / rel).unlink(missing_ok=True)
+            (folder / pj.STATE_FILE).unlink(missing_ok=True)
             self._say(f"kept the data volumes of {project} and {folder}/secrets "
-                      "(delete with -C volumes=true removes them)")
+                      "(delete again with -C volumes=true removes them)")
         else:
             shutil.rmtree(folder, ignore_errors=True)
             removed.append(Resource("project-dir", str(folder)))
-        return Deletion(name, self.name, existed=True, removed=tuple(removed),
+        return Deletion(name, self.name, existed=had_state or bool(removed),
+                        removed=tuple(removed),
                         leftover=tuple(leftover))
 
     def _load_quiet(self, name: str) -> list[str]:
@@ -500,6 +509,20 @@ class ComposeTarget(Target):
                 return self.engine.image_id(ref) is not None
         except MldeployError:
             return False
+
+
+def _clear(folder: Path, *, keep_secrets: bool) -> None:
+    """Remove the project folder, or everything in it but ``secrets/``."""
+    if not keep_secrets:
+        shutil.rmtree(folder, ignore_errors=True)
+        return
+    for child in folder.iterdir() if folder.is_dir() else ():
+        if child.name == "secrets":
+            continue
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)
 
 
 def _atomic(path: Path, text: str, mode: int) -> None:

@@ -1,0 +1,83 @@
+"""The compose target's test kit: offline images for the optional services, built from
+Debian's packages (PostgreSQL) and mldeploy's own image builder (the MLflow tracking server) on
+the offline base image, never pulled, and cached by tag so a machine builds each once.
+
+``postgres_image()`` is ``mldeploy-compose-postgres:15-bookworm-1``: mmdebstrap's essential
+variant with ``postgresql-15`` streamed into ``docker import``, then a ``--network none`` build
+adding the entrypoint (the official image's ``POSTGRES_*`` / ``PGDATA`` / ``PGPORT``
+interface). ``override(...)`` writes the Compose override file that points a project at them.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+POSTGRES_IMAGE = "mldeploy-compose-postgres:15-bookworm-1"
+_HERE = Path(__file__).parent
+_SOURCES = Path("/etc/apt/sources.list.d/debian.sources")
+
+
+class ImageUnavailable(Exception):
+    """The image cannot be built here (the reason says why: no mmdebstrap, not root, ...)."""
+
+
+def _has(ref: str) -> bool:
+    return subprocess.run(["docker", "image", "inspect", ref], capture_output=True,
+                          check=False).returncode == 0
+
+
+def postgres_image(timeout: float = 600) -> str:
+    """``POSTGRES_IMAGE``, built once (~1 min) when the engine does not have it."""
+    if _has(POSTGRES_IMAGE):
+        return POSTGRES_IMAGE
+    if not shutil.which("mmdebstrap"):
+        raise ImageUnavailable("mmdebstrap is not installed (scripts/install-docker.sh)")
+    raw = POSTGRES_IMAGE + "-rootfs"
+    cmd = ["mmdebstrap", "--quiet", "--variant=essential", "--architectures=amd64",
+           "--include=postgresql-15,util-linux",
+           "--dpkgopt=path-exclude=/usr/share/man/*", "--dpkgopt=path-exclude=/usr/share/doc/*",
+           "--dpkgopt=path-exclude=/usr/share/locale/*",
+           "--hook-dir=/usr/share/mmdebstrap/hooks/merged-usr",
+           "--customize-hook=rm -rf \"$1\"/var/lib/apt/lists/* \"$1\"/var/cache/apt/* "
+           "\"$1\"/var/lib/postgresql/15",
+           "bookworm", "-"] + ([str(_SOURCES)] if _SOURCES.is_file() else [])
+    strap = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    imp = subprocess.run(["docker", "import", "--change", "ENV LANG=C.UTF-8", "-", raw],
+                         stdin=strap.stdout, capture_output=True, timeout=timeout, check=False)
+    assert strap.stdout is not None
+    strap.stdout.close()
+    err = strap.stderr.read().decode(errors="replace") if strap.stderr else ""
+    if strap.wait(60) != 0 or imp.returncode != 0:
+        raise ImageUnavailable(f"mmdebstrap/docker import failed: {(err or imp.stderr)[-600:]}")
+    with tempfile.TemporaryDirectory() as ctx:
+        shutil.copy(_HERE / "postgres-entrypoint.sh", Path(ctx) / "entrypoint.sh")
+        (Path(ctx) / "Dockerfile").write_text(
+            f"FROM {raw}\nCOPY entrypoint.sh /usr/local/bin/docker-entrypoint.sh\n"
+            "RUN chmod 0755 /usr/local/bin/docker-entrypoint.sh\n"
+            "ENV PATH=/usr/lib/postgresql/15/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:"
+            "/usr/bin:/sbin:/bin PGDATA=/var/lib/postgresql/data\n"
+            "STOPSIGNAL SIGINT\n"
+            'ENTRYPOINT ["/usr/local/bin/docker-entrypoint.sh"]\nCMD ["postgres"]\n')
+        build = subprocess.run(["docker", "build", "--network", "none", "-q", "-t",
+                                POSTGRES_IMAGE, ctx], capture_output=True, text=True,
+                               timeout=timeout, check=False)
+    subprocess.run(["docker", "rmi", raw], capture_output=True, check=False)
+    if build.returncode != 0:
+        raise ImageUnavailable(f"docker build failed: {build.stderr[-600:]}")
+    return POSTGRES_IMAGE
+
+
+def override(path: Path, services: dict[str, dict[str, Any]]) -> Path:
+    """A Compose override file (``docker compose -f compose.yaml -f PATH``) with ``services``
+    (e.g. ``{"postgres": {"image": postgres_image(), "pull_policy": "never"}}``)."""
+    import yaml
+
+    path.write_text(yaml.safe_dump({"services": services}, sort_keys=False))
+    return path
+
+
+__all__ = ["POSTGRES_IMAGE", "ImageUnavailable", "override", "postgres_image"]
