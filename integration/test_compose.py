@@ -23,7 +23,7 @@ from mldeploy.errors import DeploymentFailedError
 from mldeploy.plugins.compose import project as pj
 from mldeploy.plugins.compose._client import Clients, Compose, Engine
 from mldeploy.plugins.compose.target import ComposeTarget
-from mldeploy.target import Status
+from mldeploy.target import Resource, Status
 from mldeploy.testing.conformance import TargetConformance, example_model_dir
 
 pytestmark = pytest.mark.integration
@@ -235,7 +235,59 @@ def test_postgres_with_its_secret_and_volume(make, docker_engine, projects, tmp_
     gone = target.delete("pg")
     assert gone.existed and docker_engine.volumes.get(volume)  # data kept by default
     assert (projects / "pg" / "secrets" / "postgres_password").read_text() == password
+    assert {r.kind for r in gone.removed} == {"container"}
     again = make(volumes=True).delete("pg")
-    assert again.existed is False
+    assert Resource("volume", volume) in again.removed
     assert volume not in {v.name for v in docker_engine.volumes.list()}
     assert not (projects / "pg").exists()
+
+
+@pytest.fixture(scope="session")
+def tracking_image(base_image: str) -> str:
+    from mldeploy.plugins.compose.testing import ImageUnavailable, tracking_image
+
+    try:
+        return tracking_image(base_image)
+    except ImageUnavailable as exc:
+        pytest.skip(f"no offline tracking server image: {exc}")
+
+
+def test_model_registered_in_the_stacks_tracking_server_deploys_into_it(
+        make, docker_engine, projects, tmp_path, postgres_image, tracking_image, monkeypatch):
+    """End to end: the stack's own MLflow tracking server (on its PostgreSQL) holds the model;
+    ``models:/clf@champion`` from it replaces the model service of the same stack."""
+    mlflow = pytest.importorskip("mlflow")
+    from mldeploy.plugins.compose.testing import override
+
+    # the test image runs as the builder's non-root user; the official image runs as root and
+    # needs no override for its artifacts volume
+    ov = override(tmp_path / "offline.yaml", {
+        "postgres": {"image": postgres_image, "pull_policy": "never"},
+        "tracking": {"image": tracking_image, "pull_policy": "never", "user": "0:0"}})
+    target = make(**{"with": "tracking,postgres", "override_files": [str(ov)]})
+    dep = target.create("stack", str(example_model_dir()))
+    assert dep.status is Status.READY, dep.failure_reason
+    assert dep.details["services"]["tracking"] == "running (healthy)"
+    uri = f"http://127.0.0.1:{target._load('stack').ports['tracking']}"
+    model_env = _container(docker_engine, "mldeploy-stack", "model-blue").attrs["Config"]["Env"]
+    assert f"MLFLOW_TRACKING_URI={uri}" in model_env  # the model service knows its registry
+
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    exp = client.create_experiment("compose-e2e")
+    run = client.create_run(exp)
+    client.log_artifacts(run.info.run_id, str(example_model_dir()), "model")
+    client.set_terminated(run.info.run_id)
+    client.create_registered_model("clf")
+    version = client.create_model_version("clf", f"{run.info.artifact_uri}/model",
+                                          run.info.run_id)
+    client.set_registered_model_alias("clf", "champion", version.version)
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    dep = target.replace("stack", "models:/clf@champion")
+    assert dep.status is Status.READY and dep.model_uri == "models:/clf@champion"
+    assert dep.details["active"] == "model-green"
+    assert _post(int(target.config.publish.rpartition(":")[2])) == (
+        200, {"predictions": [1, 1, 0]})
+    gone = make(volumes=True).delete("stack")
+    assert {"container", "volume", "project-dir"} <= {r.kind for r in gone.removed}
+    assert _inventory(docker_engine, projects) == set()

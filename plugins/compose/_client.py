@@ -196,6 +196,10 @@ class Engine:
                                      int(c.attrs.get("RestartCount") or 0)))
         return out
 
+    def volumes(self, project: str) -> set[str]:
+        return {v.name for v in self.client.volumes.list(
+            filters={"label": f"{PROJECT_LABEL}={project}"})}
+
     def logs(self, project: str, service: str, lines: int) -> str:
         labels = [f"{PROJECT_LABEL}={project}", f"{SERVICE_LABEL}={service}"]
         text = []

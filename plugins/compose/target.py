@@ -233,8 +233,8 @@ class ComposeTarget(Target):
                 from mldeploy.plugins.compose.errors import ComposeFailed
 
                 if isinstance(exc, ComposeFailed):
-                    raise StepFailed(f"docker compose up failed: "
-                                     f"{scrub(last_lines(exc.output), 800)}") from None
+                    text = f"docker compose up failed: {scrub(last_lines(exc.output), 800)}"
+                    raise StepFailed(text + self._bad_logs(project)) from None
                 raise
             for svc in wait_for:
                 why = self.engine.wait_healthy(project, svc, max(tx.remaining(), 1.0),
@@ -246,6 +246,21 @@ class ComposeTarget(Target):
                     raise StartFailed(svc, why, scrub(log_tail(logs, self.config.log_lines),
                                                       4000))
                 self._say(f"{svc} is healthy")
+
+    def _bad_logs(self, project: str) -> str:
+        """The log tail of each service of ``project`` that exited or is unhealthy."""
+        from mldeploy.plugins.local.errors import log_tail
+
+        out = ""
+        try:
+            for c in self.engine.containers(project):
+                if not c.ok and c.health != "starting":
+                    tail = log_tail(self.engine.logs(project, c.service, 400),
+                                    self.config.log_lines)
+                    out += f"\n--- last lines of {c.service}'s log ---\n{scrub(tail, 3000)}"
+        except Exception:  # noqa: BLE001 - courtesy: the compose error is the real one
+            pass
+        return out
 
     def _create(self, tx: Transaction, model_uri: str) -> Deployment:
         name = tx.name
@@ -346,6 +361,7 @@ class ComposeTarget(Target):
         leftover: list[Resource] = []
         with compose_errors(f"listing the containers of {project}"):
             before = [c.name for c in self.engine.containers(project)]
+            volumes = self.engine.volumes(project)
         had_state = (folder / pj.STATE_FILE).is_file()
         keep_data = not self.config.volumes and (any(
             s in self._load_quiet(name) for s in ("postgres", "artifacts", "metrics"))
@@ -353,7 +369,9 @@ class ComposeTarget(Target):
         self._down(folder, volumes=self.config.volumes)
         with compose_errors(f"listing the containers of {project}"):
             after = {c.name for c in self.engine.containers(project)}
+            volumes_left = self.engine.volumes(project)
         removed += [Resource("container", c) for c in before if c not in after]
+        removed += [Resource("volume", v) for v in sorted(volumes - volumes_left)]
         leftover += [Resource("container", c) for c in sorted(after)]
         if keep_data:  # the data volumes stay, and so do the passwords that open them
             (folder / pj.STATE_FILE).unlink(missing_ok=True)

@@ -5,7 +5,9 @@ the offline base image, never pulled, and cached by tag so a machine builds each
 ``postgres_image()`` is ``mldeploy-compose-postgres:15-bookworm-1``: mmdebstrap's essential
 variant with ``postgresql-15`` streamed into ``docker import``, then a ``--network none`` build
 adding the entrypoint (the official image's ``POSTGRES_*`` / ``PGDATA`` / ``PGPORT``
-interface). ``override(...)`` writes the Compose override file that points a project at them.
+interface). ``tracking_image(base)`` is ``mldeploy-compose-tracking:<digest>``: mldeploy's own image builder
+(the wheelhouse made on the host, installed with ``--network none``) with ``mlflow``,
+``psycopg2-binary`` and ``boto3`` pinned (~320 MB, ~2-7 min cold). ``override(...)`` writes the Compose override file that points a project at them.
 """
 
 from __future__ import annotations
@@ -71,6 +73,34 @@ def postgres_image(timeout: float = 600) -> str:
     return POSTGRES_IMAGE
 
 
+# The image builder turns ``mlflow`` into ``mlflow-skinny`` (serving needs no server): the
+# tracking server's own dependencies (those of the full package, without the UI and the ML
+# libraries) are listed here.
+TRACKING_REQUIREMENTS = ["mlflow-skinny==3.17.2", "Flask-CORS<7", "alembic!=1.10.0,<2",
+                         "graphene<4", "huey>=2.5.4,<4", "sqlalchemy>=1.4,<3",
+                         "cryptography>=43,<51", "aiohttp>=3.7,<4", "docker>=4,<8",
+                         "psycopg2-binary==2.9.10", "boto3==1.35.99"]
+
+
+def tracking_image(base_image: str, log: Any = None) -> str:
+    """The MLflow tracking server image, built once per content digest."""
+    from mldeploy import images
+    from mldeploy.config import build_config
+    from mldeploy.images import BuildOptions
+
+    opts = build_config(BuildOptions, {"base_image": base_image, "env_manager": "local",
+                                       "requirements": TRACKING_REQUIREMENTS})
+    req = images.request(None, None, opts, lambda d: f"mldeploy-compose-tracking:{d[:12]}")
+    if _has(req.reference):
+        return req.reference
+    try:
+        images.docker_build(req, log or (lambda _m: None))
+    except Exception as exc:  # noqa: BLE001 - the reason goes into the skip
+        raise ImageUnavailable(f"building the tracking server image failed: "
+                               f"{str(exc)[-400:]}") from None
+    return req.reference
+
+
 def override(path: Path, services: dict[str, dict[str, Any]]) -> Path:
     """A Compose override file (``docker compose -f compose.yaml -f PATH``) with ``services``
     (e.g. ``{"postgres": {"image": postgres_image(), "pull_policy": "never"}}``)."""
@@ -80,4 +110,5 @@ def override(path: Path, services: dict[str, dict[str, Any]]) -> Path:
     return path
 
 
-__all__ = ["POSTGRES_IMAGE", "ImageUnavailable", "override", "postgres_image"]
+__all__ = ["POSTGRES_IMAGE", "TRACKING_REQUIREMENTS", "ImageUnavailable", "override",
+           "postgres_image", "tracking_image"]
