@@ -5,9 +5,11 @@ the offline base image, never pulled, and cached by tag so a machine builds each
 ``postgres_image()`` is ``mldeploy-compose-postgres:15-bookworm-1``: mmdebstrap's essential
 variant with ``postgresql-15`` streamed into ``docker import``, then a ``--network none`` build
 adding the entrypoint (the official image's ``POSTGRES_*`` / ``PGDATA`` / ``PGPORT``
-interface). ``tracking_image(base)`` is ``mldeploy-compose-tracking:<digest>``: mldeploy's own image builder
-(the wheelhouse made on the host, installed with ``--network none``) with ``mlflow``,
-``psycopg2-binary`` and ``boto3`` pinned (~320 MB, ~2-7 min cold). ``override(...)`` writes the Compose override file that points a project at them.
+interface; ~360 MB, ~1-6 min cold). ``tracking_image(base)`` is
+``mldeploy-compose-tracking:<digest>``: mldeploy's own image builder (the wheelhouse made on the
+host, installed with ``--network none``) with ``mlflow-skinny``, the tracking server's
+dependencies, ``psycopg2-binary`` and ``boto3`` pinned (~330 MB, ~2-7 min cold).
+``override(...)`` writes the Compose override file that points a project at them.
 """
 
 from __future__ import annotations
