@@ -250,3 +250,18 @@ def test_secret_files_belong_to_the_services_user(tmp_path):
         assert owner == os.getuid() and svc["model-blue"]["user"] == \
             f"{os.getuid()}:{os.getgid()}"
     assert svc["model-blue"]["user"] != "0:0"
+
+
+def test_mlflow_loads_the_compose_target_as_a_plugin():
+    pytest.importorskip("mlflow")
+    from mlflow.deployments.plugin_manager import DeploymentPlugins
+
+    module = DeploymentPlugins()["mldeploy-compose"]  # raises unless exactly one client class
+    text = module.target_help()
+    assert "mldeploy-compose" in text and "  publish" in text
+
+
+def test_registered_as_the_compose_target():
+    from mldeploy.registry import get_target
+
+    assert get_target("compose:/srv/mldeploy").root.as_posix() == "/srv/mldeploy"
