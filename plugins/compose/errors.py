@@ -16,11 +16,6 @@ NO_COMPOSE_HINT = ("install Compose v2 (bash scripts/install-compose.sh installs
                    "-C compose_command=... / $MLDEPLOY_COMPOSE")
 
 
-def scrub(text: object, limit: int = 600) -> str:
-    """Text from Compose or a container for a user: redacted and clipped to ``limit``."""
-    return redact(text, limit)
-
-
 class ComposeFailed(Exception):
     """A Compose command exited non-zero: ``args`` (the subcommand) and the tail of its output."""
 
@@ -50,7 +45,7 @@ def translate(exc: BaseException, action: str) -> MldeployError:
         return exc
     if isinstance(exc, ComposeFailed):
         return TargetError(f"{action}: {' '.join(exc.args_[:1])} failed (exit {exc.code}): "
-                           f"{scrub(last_lines(exc.output), 800)}",
+                           f"{redact(last_lines(exc.output), 800)}",
                            hint="docker compose logs in the project folder shows the services' "
                                 "side; mldeploy delete removes what is left")
     try:
@@ -59,11 +54,11 @@ def translate(exc: BaseException, action: str) -> MldeployError:
         de = None
     if de is not None and isinstance(exc, de.DockerException):
         return TargetError(f"{action}: the Docker engine answered: "
-                           f"{scrub(getattr(exc, 'explanation', None) or exc, 300)}",
+                           f"{redact(getattr(exc, 'explanation', None) or exc, 300)}",
                            hint="start the Docker daemon or set DOCKER_HOST")
     if isinstance(exc, OSError):
-        return TargetError(f"{action}: {type(exc).__name__}: {scrub(exc, 300)}")
-    return TargetError(f"{action}: unexpected {type(exc).__name__}: {scrub(exc, 300)}")
+        return TargetError(f"{action}: {type(exc).__name__}: {redact(exc, 300)}")
+    return TargetError(f"{action}: unexpected {type(exc).__name__}: {redact(exc, 300)}")
 
 
 @contextlib.contextmanager
@@ -98,4 +93,4 @@ def invocation_error(name: str, status: int, body: bytes):
 
 
 __all__ = ["ComposeFailed", "compose_errors", "invocation_error", "last_lines", "no_compose",
-           "no_sdk", "scrub", "translate"]
+           "no_sdk", "translate"]

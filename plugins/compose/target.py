@@ -35,7 +35,8 @@ from mldeploy.errors import (
 from mldeploy.plugins.compose import project as pj
 from mldeploy.plugins.compose._client import Clients, Compose, Engine, free_port
 from mldeploy.plugins.compose.config import ComposeConfig, Optional_, parse_publish
-from mldeploy.plugins.compose.errors import compose_errors, invocation_error, last_lines, scrub
+from mldeploy.plugins.compose.errors import compose_errors, invocation_error, last_lines
+from mldeploy.redact import redact
 from mldeploy.target import (
     Action,
     Change,
@@ -233,7 +234,7 @@ class ComposeTarget(Target):
                 from mldeploy.plugins.compose.errors import ComposeFailed
 
                 if isinstance(exc, ComposeFailed):
-                    text = f"docker compose up failed: {scrub(last_lines(exc.output), 800)}"
+                    text = f"docker compose up failed: {redact(last_lines(exc.output), 800)}"
                     raise StepFailed(text + self._bad_logs(project)) from None
                 raise
             for svc in wait_for:
@@ -243,7 +244,7 @@ class ComposeTarget(Target):
                     logs = self.engine.logs(project, svc, 400)
                     from mldeploy.plugins.local.errors import log_tail
 
-                    raise StartFailed(svc, why, scrub(log_tail(logs, self.config.log_lines),
+                    raise StartFailed(svc, why, redact(log_tail(logs, self.config.log_lines),
                                                       4000))
                 self._say(f"{svc} is healthy")
 
@@ -257,7 +258,7 @@ class ComposeTarget(Target):
                 if not c.ok and c.health != "starting":
                     tail = log_tail(self.engine.logs(project, c.service, 400),
                                     self.config.log_lines)
-                    out += f"\n--- last lines of {c.service}'s log ---\n{scrub(tail, 3000)}"
+                    out += f"\n--- last lines of {c.service}'s log ---\n{redact(tail, 3000)}"
         except Exception:  # noqa: BLE001 - courtesy: the compose error is the real one
             pass
         return out
