@@ -291,3 +291,50 @@ def test_model_registered_in_the_stacks_tracking_server_deploys_into_it(
     gone = make(volumes=True).delete("stack")
     assert {"container", "volume", "project-dir"} <= {r.kind for r in gone.removed}
     assert _inventory(docker_engine, projects) == set()
+
+
+@pytest.fixture(scope="session")
+def prometheus_image(docker_engine: Any) -> str:
+    from mldeploy.plugins.compose.testing import ImageUnavailable, prometheus_image
+
+    try:
+        return prometheus_image()
+    except ImageUnavailable as exc:
+        pytest.skip(f"no offline Prometheus image: {exc}")
+
+
+def _get_json(url: str) -> Any:
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        return json.loads(resp.read())
+
+
+def test_prometheus_scrapes_the_model_service(make, docker_engine, projects, tmp_path,
+                                              prometheus_image):
+    import time
+    import urllib.parse
+
+    from mldeploy.plugins.compose.testing import override
+
+    ov = override(tmp_path / "offline.yaml",
+                  {"metrics": {"image": prometheus_image, "pull_policy": "never"}})
+    target = make(**{"with": "metrics", "override_files": [str(ov)]})
+    dep = target.create("prom", str(example_model_dir()))
+    assert dep.status is Status.READY, dep.failure_reason
+    state = target._load("prom")
+    assert _post(int(target.config.publish.rpartition(":")[2]))[0] == 200
+    base = f"http://127.0.0.1:{state.ports['metrics']}"
+    query = urllib.parse.quote('mldeploy_requests_total{route="/invocations",status="200"}')
+    deadline = time.monotonic() + 60
+    found: list[Any] = []
+    while time.monotonic() < deadline and not found:
+        targets = _get_json(f"{base}/api/v1/targets")["data"]["activeTargets"]
+        if targets and targets[0]["health"] == "up":
+            found = _get_json(f"{base}/api/v1/query?query={query}")["data"]["result"]
+        time.sleep(1)
+    assert targets[0]["labels"]["color"] == "blue"
+    assert targets[0]["scrapeUrl"] == f"http://127.0.0.1:{state.models['blue'].port}/metrics"
+    assert found and float(found[0]["value"][1]) >= 1, "the invocation was scraped"
+    make(volumes=True).delete("prom")
+    assert _inventory(docker_engine, projects) == set()

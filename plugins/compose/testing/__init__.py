@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 POSTGRES_IMAGE = "mldeploy-compose-postgres:15-bookworm-1"
+PROMETHEUS_IMAGE = "mldeploy-compose-prometheus:bookworm-1"
 _HERE = Path(__file__).parent
 _SOURCES = Path("/etc/apt/sources.list.d/debian.sources")
 
@@ -34,20 +35,21 @@ def _has(ref: str) -> bool:
                           check=False).returncode == 0
 
 
-def postgres_image(timeout: float = 600) -> str:
-    """``POSTGRES_IMAGE``, built once (~1 min) when the engine does not have it."""
-    if _has(POSTGRES_IMAGE):
-        return POSTGRES_IMAGE
+def _debian_image(ref: str, packages: str, dockerfile: str, files: dict[str, Path],
+                  timeout: float, drop: str = "") -> str:
+    """``ref`` built once: mmdebstrap's essential variant with ``packages`` streamed into
+    ``docker import``, then ``dockerfile`` (FROM the import) built with ``--network none``."""
+    if _has(ref):
+        return ref
     if not shutil.which("mmdebstrap"):
         raise ImageUnavailable("mmdebstrap is not installed (scripts/install-docker.sh)")
-    raw = POSTGRES_IMAGE + "-rootfs"
+    raw = ref + "-rootfs"
     cmd = ["mmdebstrap", "--quiet", "--variant=essential", "--architectures=amd64",
-           "--include=postgresql-15,util-linux",
+           f"--include={packages}",
            "--dpkgopt=path-exclude=/usr/share/man/*", "--dpkgopt=path-exclude=/usr/share/doc/*",
            "--dpkgopt=path-exclude=/usr/share/locale/*",
            "--hook-dir=/usr/share/mmdebstrap/hooks/merged-usr",
-           "--customize-hook=rm -rf \"$1\"/var/lib/apt/lists/* \"$1\"/var/cache/apt/* "
-           "\"$1\"/var/lib/postgresql/15",
+           "--customize-hook=rm -rf \"$1\"/var/lib/apt/lists/* \"$1\"/var/cache/apt/* " + drop,
            "bookworm", "-"] + ([str(_SOURCES)] if _SOURCES.is_file() else [])
     strap = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     imp = subprocess.run(["docker", "import", "--change", "ENV LANG=C.UTF-8", "-", raw],
@@ -58,26 +60,41 @@ def postgres_image(timeout: float = 600) -> str:
     if strap.wait(60) != 0 or imp.returncode != 0:
         raise ImageUnavailable(f"mmdebstrap/docker import failed: {(err or imp.stderr)[-600:]}")
     with tempfile.TemporaryDirectory() as ctx:
-        shutil.copy(_HERE / "postgres-entrypoint.sh", Path(ctx) / "entrypoint.sh")
-        (Path(ctx) / "Dockerfile").write_text(
-            f"FROM {raw}\nCOPY entrypoint.sh /usr/local/bin/docker-entrypoint.sh\n"
-            "RUN chmod 0755 /usr/local/bin/docker-entrypoint.sh\n"
-            "ENV PATH=/usr/lib/postgresql/15/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:"
-            "/usr/bin:/sbin:/bin PGDATA=/var/lib/postgresql/data\n"
-            "STOPSIGNAL SIGINT\n"
-            'ENTRYPOINT ["/usr/local/bin/docker-entrypoint.sh"]\nCMD ["postgres"]\n')
-        build = subprocess.run(["docker", "build", "--network", "none", "-q", "-t",
-                                POSTGRES_IMAGE, ctx], capture_output=True, text=True,
-                               timeout=timeout, check=False)
+        for name, src in files.items():
+            shutil.copy(src, Path(ctx) / name)
+        (Path(ctx) / "Dockerfile").write_text(f"FROM {raw}\n{dockerfile}")
+        build = subprocess.run(["docker", "build", "--network", "none", "-q", "-t", ref, ctx],
+                               capture_output=True, text=True, timeout=timeout, check=False)
     subprocess.run(["docker", "rmi", raw], capture_output=True, check=False)
     if build.returncode != 0:
         raise ImageUnavailable(f"docker build failed: {build.stderr[-600:]}")
-    return POSTGRES_IMAGE
+    return ref
 
 
-# The image builder turns ``mlflow`` into ``mlflow-skinny`` (serving needs no server): the
-# tracking server's own dependencies (those of the full package, without the UI and the ML
-# libraries) are listed here.
+def postgres_image(timeout: float = 900) -> str:
+    """``POSTGRES_IMAGE``, built once (~1-6 min) when the engine does not have it."""
+    return _debian_image(
+        POSTGRES_IMAGE, "postgresql-15,util-linux",
+        "COPY entrypoint.sh /usr/local/bin/docker-entrypoint.sh\n"
+        "RUN chmod 0755 /usr/local/bin/docker-entrypoint.sh\n"
+        "ENV PATH=/usr/lib/postgresql/15/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:"
+        "/usr/bin:/sbin:/bin PGDATA=/var/lib/postgresql/data\n"
+        "STOPSIGNAL SIGINT\n"
+        'ENTRYPOINT ["/usr/local/bin/docker-entrypoint.sh"]\nCMD ["postgres"]\n',
+        {"entrypoint.sh": _HERE / "postgres-entrypoint.sh"}, timeout,
+        drop='"$1"/var/lib/postgresql/15')
+
+
+def prometheus_image(timeout: float = 900) -> str:
+    """``PROMETHEUS_IMAGE``: Debian's prometheus (and wget for the health check), the official
+    image's command-line interface (``--config.file=...``), as ``nobody``."""
+    return _debian_image(
+        PROMETHEUS_IMAGE, "prometheus,wget",
+        "RUN mkdir -p /prometheus && chown 65534:65534 /prometheus\n"
+        "USER 65534:65534\n"
+        'ENTRYPOINT ["/usr/bin/prometheus"]\n', {}, timeout)
+
+
 TRACKING_REQUIREMENTS = ["mlflow-skinny==3.17.2", "Flask-CORS<7", "alembic!=1.10.0,<2",
                          "graphene<4", "huey>=2.5.4,<4", "sqlalchemy>=1.4,<3",
                          "cryptography>=43,<51", "aiohttp>=3.7,<4", "docker>=4,<8",
@@ -112,5 +129,5 @@ def override(path: Path, services: dict[str, dict[str, Any]]) -> Path:
     return path
 
 
-__all__ = ["POSTGRES_IMAGE", "TRACKING_REQUIREMENTS", "ImageUnavailable", "override",
-           "postgres_image", "tracking_image"]
+__all__ = ["POSTGRES_IMAGE", "PROMETHEUS_IMAGE", "TRACKING_REQUIREMENTS", "ImageUnavailable",
+           "override", "postgres_image", "prometheus_image", "tracking_image"]
