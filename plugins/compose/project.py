@@ -331,9 +331,9 @@ def _tracking(config: ComposeConfig, state: ProjectState) -> dict[str, Any]:
         'export AWS_ACCESS_KEY_ID="$(cat /run/secrets/artifacts_user)" '
         'AWS_SECRET_ACCESS_KEY="$(cat /run/secrets/artifacts_password)"; ' if s3 else "")
         + f'exec mlflow server --host {listen} --port {port} '
-        f'--backend-store-uri "postgresql://{POSTGRES_USER}:$${{PW}}@{pg}/{POSTGRES_USER}" '
+        f'--backend-store-uri "postgresql+psycopg2://{POSTGRES_USER}:$${{PW}}@{pg}/{POSTGRES_USER}" '
         + (f'--artifacts-destination s3://{BUCKET}/' if s3
-           else '--artifacts-destination /mlflow-artifacts') + ' --serve-artifacts')
+           else '--artifacts-destination /mlflow-artifacts') + ' --serve-artifacts --workers 1')
     depends = {"postgres": {"condition": "service_healthy"}}
     if s3:
         depends["artifacts"] = {"condition": "service_healthy"}
@@ -348,7 +348,7 @@ def _tracking(config: ComposeConfig, state: ProjectState) -> dict[str, Any]:
         **({} if s3 else {"volumes": ["tracking-artifacts:/mlflow-artifacts"]}),
         "healthcheck": _health(_python_probe("python3", f"http://127.0.0.1:{port}/health"),
                                "120s"),
-        "deploy": {"resources": {"limits": {"cpus": "1", "memory": "1g"}}},
+        "deploy": {"resources": {"limits": {"cpus": "1", "memory": "2g"}}},
         "labels": {LABEL: state.name, f"{LABEL}.role": "tracking"},
     }
     if state.host:

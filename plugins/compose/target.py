@@ -255,10 +255,12 @@ class ComposeTarget(Target):
         out = ""
         try:
             for c in self.engine.containers(project):
-                if not c.ok and c.health != "starting":
+                if not c.ok and (c.health != "starting" or c.restarts):
                     tail = log_tail(self.engine.logs(project, c.service, 400),
                                     self.config.log_lines)
-                    out += f"\n--- last lines of {c.service}'s log ---\n{redact(tail, 3000)}"
+                    if tail:
+                        out += (f"\n--- last lines of {c.service}'s log ---\n"
+                                f"{redact(tail, 3000)}")
         except Exception:  # noqa: BLE001 - courtesy: the compose error is the real one
             pass
         return out
