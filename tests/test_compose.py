@@ -101,7 +101,8 @@ def test_optional_services_wait_for_each_other():
     assert svc["tracking"]["depends_on"] == {"postgres": {"condition": "service_healthy"},
                                              "artifacts": {"condition": "service_healthy"}}
     script = svc["tracking"]["entrypoint"][-1]
-    assert "--backend-store-uri \"postgresql+psycopg2://" in script and "--artifacts-destination" in script
+    assert "--backend-store-uri \"postgresql+psycopg2://" in script
+    assert "--artifacts-destination s3://mlflow/" in script
     assert "/run/secrets/postgres_password" in script
     assert svc["postgres"]["healthcheck"]["test"][1] == "pg_isready"
     assert "postgres-data:/var/lib/postgresql/data" in svc["postgres"]["volumes"]

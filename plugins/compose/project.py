@@ -331,7 +331,8 @@ def _tracking(config: ComposeConfig, state: ProjectState) -> dict[str, Any]:
         'export AWS_ACCESS_KEY_ID="$(cat /run/secrets/artifacts_user)" '
         'AWS_SECRET_ACCESS_KEY="$(cat /run/secrets/artifacts_password)"; ' if s3 else "")
         + f'exec mlflow server --host {listen} --port {port} '
-        f'--backend-store-uri "postgresql+psycopg2://{POSTGRES_USER}:$${{PW}}@{pg}/{POSTGRES_USER}" '
+        '--backend-store-uri "postgresql+psycopg2://'
+        f'{POSTGRES_USER}:$${{PW}}@{pg}/{POSTGRES_USER}" '
         + (f'--artifacts-destination s3://{BUCKET}/' if s3
            else '--artifacts-destination /mlflow-artifacts') + ' --serve-artifacts --workers 1')
     depends = {"postgres": {"condition": "service_healthy"}}

@@ -183,6 +183,10 @@ class ComposeTarget(Target):
     # -- images -----------------------------------------------------------------------------------
 
     def _image(self, model_uri: str) -> tuple[str, str]:
+        with compose_errors("the model's image"):
+            return self._image_unmapped(model_uri)
+
+    def _image_unmapped(self, model_uri: str) -> tuple[str, str]:
         c = self.config
         if c.image:
             iid = self.engine.image_id(c.image)
