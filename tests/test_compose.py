@@ -1,6 +1,6 @@
 """The compose target without Compose: the project it renders (Compose Specification schema,
 hardening, secrets as 0600 files), the dry run, and config errors. The real Compose runs in
-integration/test_compose.py."""
+integration/test_compose_live.py."""
 
 from __future__ import annotations
 
