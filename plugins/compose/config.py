@@ -18,9 +18,8 @@ from pathlib import Path
 
 from mldeploy.errors import ConfigError
 from mldeploy.images import BuildOptions
+from mldeploy.plugins.local.config import MIN_MEMORY_BYTES, memory_bytes
 
-_MEMORY = re.compile(r"^(\d+(?:\.\d+)?)\s*([bkmg]?)b?$", re.IGNORECASE)
-_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SECRET_KEY = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 _IMAGE = re.compile(r"^[a-z0-9][a-z0-9._/:@-]*$")
@@ -60,15 +59,6 @@ DEFAULT_IMAGES: dict[str, str] = {
     "artifacts": "minio/minio:RELEASE.2024-10-02T17-50-41Z",
     "metrics": "prom/prometheus:v2.54.1",
 }
-
-
-def memory_bytes(text: str) -> int:
-    """``"2g"`` / ``"512m"`` / ``"1073741824"`` -> bytes (ConfigError otherwise)."""
-    m = _MEMORY.match(str(text).strip())
-    if not m:
-        raise ConfigError(f"config memory={text!r} is not a size",
-                          hint="use a number with an optional unit b, k, m or g, e.g. 2g or 512m")
-    return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
 
 
 def default_projects_dir() -> Path:
@@ -153,7 +143,7 @@ class ComposeConfig:
 
     def validate(self) -> None:
         parse_publish(self.publish)
-        if memory_bytes(self.memory) < 6 * 1024**2:
+        if memory_bytes(self.memory) < MIN_MEMORY_BYTES:
             raise ConfigError(f"config memory={self.memory} is below Docker's minimum of 6m")
         for key in self.env:
             if not _ENV_KEY.match(key):
