@@ -20,6 +20,8 @@ if [ -f scripts/install-docker.sh ] && [ "${MLDEPLOY_SKIP_DOCKER_INSTALL:-0}" !=
     bash scripts/install-docker.sh || echo "scripts/test.sh: Docker engine not installed; image tests will skip" >&2
 fi
 
+bash scripts/install-compose.sh >/dev/null || echo "scripts/test.sh: Docker Compose not installed; compose tests will skip" >&2
+
 if [ "${MLDEPLOY_SKIP_LOCALSTACK_INSTALL:-0}" != 1 ]; then
     bash scripts/install-localstack.sh || echo "scripts/test.sh: LocalStack not installed; its tests will skip" >&2
 fi
