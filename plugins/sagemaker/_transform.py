@@ -23,12 +23,11 @@ from mldeploy.errors import ConfigError
 from mldeploy.plugins.sagemaker import _client as aws
 from mldeploy.plugins.sagemaker import _image
 from mldeploy.plugins.sagemaker._resources import Artifact, build_desired
-from mldeploy.plugins.sagemaker.errors import aws_errors, scrub
+from mldeploy.plugins.sagemaker.errors import aws_errors
 from mldeploy.target import Resource, Status, Transform
 from mldeploy.transaction import StepFailed, StepTimedOut, Transaction
 
 CONTENT_TYPES = ("text/csv", "application/jsonlines", "application/json")
-LOG_GROUP = "/aws/sagemaker/TransformJobs"
 _S3 = re.compile(r"^s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/.*)?$")
 _DONE = ("Completed", "Failed", "Stopped")
 
@@ -192,32 +191,13 @@ def stop(c: aws.Clients, job_name: str) -> None:
             sm.stop_transform_job(TransformJobName=job_name)
 
 
-def log_lines(c: aws.Clients, job_name: str, lines: int) -> list[str]:
-    """The job's last log lines (the container's answers to the records it refused)."""
-    if lines <= 0:
-        return []
-    logs = c["logs"]
-    try:
-        streams = logs.describe_log_streams(logGroupName=LOG_GROUP,
-                                            logStreamNamePrefix=job_name).get("logStreams", [])
-        events: list[dict[str, Any]] = []
-        for s in streams:
-            events += logs.get_log_events(logGroupName=LOG_GROUP,
-                                          logStreamName=s["logStreamName"], limit=lines,
-                                          startFromHead=False).get("events", [])
-    except Exception:  # logs are a courtesy: never let them hide the real error
-        return []
-    events.sort(key=lambda e: e.get("timestamp", 0))
-    return [scrub(e.get("message", "").rstrip(), 300) for e in events][-lines:]
-
-
 def _on_failure(target: Any, tx: Transaction, exc: BaseException) -> None:
     job_name = getattr(tx, "job_name", None)
     tx.hint = "nothing is left running; the output prefix may hold the objects of finished files"
     if job_name is None:
         return
     if isinstance(exc, StepFailed):
-        lines = log_lines(target._c(), job_name, target.config.log_lines)
+        lines = aws.log_tail(target._c(), job_name, target.config.log_lines, job=True)
         for line in lines:
             target.progress(f"log: {line}")
         if lines:

@@ -205,6 +205,10 @@ class ContainerSageMakerEmulator(SageMakerEmulator):
 
     def _respond(self, endpoint: str, variant: str, model: str, body: bytes,
                  content_type: str = "application/json") -> tuple[bytes, str]:
+        return self._post(model, body, {"Content-Type": content_type})
+
+    def _post(self, model: str, body: bytes, headers: dict[str, str]) -> tuple[bytes, str]:
+        """``/invocations`` of one of ``model``'s containers (started if there is none)."""
         import urllib.error
 
         try:
@@ -212,7 +216,7 @@ class ContainerSageMakerEmulator(SageMakerEmulator):
         except ContainerStartError as exc:
             raise ContainerError(500, exc.reason) from None
         req = urllib.request.Request(f"http://127.0.0.1:{inst.port}/invocations", data=body,
-                                     method="POST", headers={"Content-Type": content_type})
+                                     method="POST", headers=headers)
         try:
             with urllib.request.urlopen(req, timeout=60) as r:
                 return r.read(), r.headers.get("Content-Type", "application/json")
@@ -223,20 +227,8 @@ class ContainerSageMakerEmulator(SageMakerEmulator):
                        accept: str | None) -> bytes:
         """A transform job's mini-batch to a container of ``model`` (started on the first one,
         as SageMaker starts the job's instances), with the job's ``Accept``."""
-        import urllib.error
-
-        try:
-            inst = self.ensure(model).next()
-        except ContainerStartError as exc:
-            raise ContainerError(500, exc.reason) from None
         headers = {"Content-Type": content_type, **({"Accept": accept} if accept else {})}
-        req = urllib.request.Request(f"http://127.0.0.1:{inst.port}/invocations", data=body,
-                                     method="POST", headers=headers)
-        try:
-            with urllib.request.urlopen(req, timeout=60) as r:
-                return r.read()
-        except urllib.error.HTTPError as exc:
-            raise ContainerError(exc.code, exc.read().decode("utf-8", "replace")) from None
+        return self._post(model, body, headers)[0]
 
     def transform_done(self, model: str) -> None:
         """The job's instances go away with the job (unless an endpoint serves the model)."""
