@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import functools
 import re
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from mldeploy import images
@@ -105,19 +107,21 @@ def run(target: Any, tx: Transaction, model_uri: str, job: Any) -> Transform:
     cfg = target.config
     c = target._c()
     name = tx.name
-    with materialize(model_uri) as model_dir:
-        artifact = Artifact.pack(model_dir, target._workdir())
-        image = None
-        if _image.needs_build(cfg, {}):
-            image = _image.plan_build(cfg, name, model_uri, model_dir, c.account_id(), c.region)
-            pusher = c.push_image or functools.partial(_image.ecr_push, ecr=c["ecr"])
-            _image.ensure_image(c, image, c.build_image or images.docker_build, pusher,
-                                target.progress)
-    d = build_desired(cfg, name, model_uri, artifact, target._bucket(), None,
-                      built_image=image.reference if image else None)
-    tx.on_failure(functools.partial(_on_failure, target, tx))
-    if d.uploads:
-        target._upload(tx, c, d, set())
+    with tempfile.TemporaryDirectory(prefix="mldeploy-transform-") as work:
+        with materialize(model_uri) as model_dir:  # fetched once, removed after the build
+            artifact = Artifact.pack(model_dir, Path(work))
+            image = None
+            if _image.needs_build(cfg, {}):
+                image = _image.plan_build(cfg, name, model_uri, model_dir, c.account_id(),
+                                          c.region)
+                pusher = c.push_image or functools.partial(_image.ecr_push, ecr=c["ecr"])
+                _image.ensure_image(c, image, c.build_image or images.docker_build, pusher,
+                                    target.progress)
+        d = build_desired(cfg, name, model_uri, artifact, target._bucket(), None,
+                          built_image=image.reference if image else None)
+        tx.on_failure(functools.partial(_on_failure, target, tx))
+        if d.uploads:
+            target._upload(tx, c, d, set())
     sm = c["sagemaker"]
     with aws_errors(f"create model {d.model_name}"):
         try:
