@@ -30,12 +30,14 @@ import json
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from mldeploy.errors import MldeployError, UsageError
 
 if TYPE_CHECKING:
     from mldeploy.transaction import Transaction
+
+R = TypeVar("R")
 
 
 class DeployMode(str, enum.Enum):
@@ -388,14 +390,7 @@ class Target(abc.ABC):
         tx = Transaction(self.name, "transform", name, wait=self._effective_wait(wait),
                          timeout=self._effective_timeout(timeout), say=self.progress)
         self.restart_clock()
-        try:
-            return self._transform(tx, model_uri.strip(), job)
-        except BaseException as exc:
-            err = tx.failure(exc)
-            if err is exc:
-                raise
-            raise err from (None if isinstance(exc, (MldeployError, KeyboardInterrupt))
-                            else exc)
+        return self._in_transaction(tx, self._transform, model_uri.strip(), job)
 
     # -- the hooks a plugin implements ----------------------------------------------------------
 
@@ -492,8 +487,14 @@ class Target(abc.ABC):
         self.restart_clock()
         hook = {DeployMode.CREATE: self._create, DeployMode.REPLACE: self._replace,
                 DeployMode.ADD: self._add}[mode]
+        return self._in_transaction(tx, hook, model_uri.strip())
+
+    @staticmethod
+    def _in_transaction(tx: Transaction, hook: Callable[..., R], *args: Any) -> R:
+        """``hook(tx, *args)``; on any failure the transaction is rolled back and its error
+        raised in place of the hook's."""
         try:
-            return hook(tx, model_uri.strip())
+            return hook(tx, *args)
         except BaseException as exc:
             err = tx.failure(exc)
             if err is exc:
