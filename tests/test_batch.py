@@ -208,3 +208,16 @@ def test_cli_summary_and_one_line_errors(tmp_path, expected, capsys):
     assert code.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "exists" in err[0] and "--overwrite" in err[0]
+
+
+def test_progress_bar_on_a_terminal_and_none_otherwise(tmp_path, expected, capsys):
+    """``progress=True`` (a terminal): a bar with rows, rows/s and ETA on stderr (rich, extra
+    ``mldeploy[batch]``); the default on a non-terminal: nothing but the summary line."""
+    pytest.importorskip("rich")
+    frame, _ = expected
+    src = _write(frame, str(tmp_path / "in.parquet"))
+    predict(MODEL, src, str(tmp_path / "a.csv"), keep=["id"], chunk_rows=500, progress=True)
+    bar = capsys.readouterr().err
+    assert "2500/2500" in bar and "rows/s" in bar and "ETA" in bar
+    predict(MODEL, src, str(tmp_path / "b.csv"), keep=["id"], chunk_rows=500)
+    assert capsys.readouterr().err == ""  # pytest's stderr is not a terminal

@@ -240,16 +240,21 @@ def wait_endpoint(c: Clients, name: str, *, timeout: float, poll: float,
         time.sleep(min(poll, max(deadline - time.monotonic(), 0.0)))
 
 
-def log_tail(c: Clients, name: str, lines: int) -> list[str]:
+def log_tail(c: Clients, name: str, lines: int, *, job: bool = False) -> list[str]:
     """The last ``lines`` lines the endpoint's containers wrote to CloudWatch Logs (frames of
-    Python tracebacks left out). Empty when there are none or they cannot be read."""
+    Python tracebacks left out); ``job``: those of transform job ``name``. Empty when there are
+    none or they cannot be read."""
     if lines <= 0:
         return []
-    group = f"/aws/sagemaker/Endpoints/{name}"
+    group = "/aws/sagemaker/TransformJobs" if job else f"/aws/sagemaker/Endpoints/{name}"
     logs = c["logs"]
     try:
-        streams = logs.describe_log_streams(logGroupName=group, orderBy="LastEventTime",
-                                            descending=True, limit=3).get("logStreams", [])
+        if job:  # the job's streams are named JOB/INSTANCE-...
+            streams = logs.describe_log_streams(logGroupName=group, logStreamNamePrefix=name,
+                                                limit=5).get("logStreams", [])
+        else:
+            streams = logs.describe_log_streams(logGroupName=group, orderBy="LastEventTime",
+                                                descending=True, limit=3).get("logStreams", [])
         events: list[dict[str, Any]] = []
         for s in streams:
             events += logs.get_log_events(logGroupName=group, logStreamName=s["logStreamName"],

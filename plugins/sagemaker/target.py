@@ -64,7 +64,7 @@ class SageMakerTarget(Target):
     config_class = SageMakerConfig
     config: SageMakerConfig
     capabilities = frozenset({Capability.ADD, Capability.TRAFFIC, Capability.NO_WAIT,
-                              Capability.VARIANT_INVOKE})
+                              Capability.VARIANT_INVOKE, Capability.TRANSFORM})
     name_rule = NAME_RULE
 
     def _c(self) -> aws.Clients:
@@ -394,6 +394,13 @@ class SageMakerTarget(Target):
             self._drop_workdir()
         changes = build_plan(self._c(), mode, name, current, d, image, self.config.autoscaling)
         return Plan(self.name, name, mode, changes)
+
+    # -- batch transform ------------------------------------------------------------------------
+
+    def _transform(self, tx: Transaction, model_uri: str, job: Any) -> Any:
+        from mldeploy.plugins.sagemaker import _transform
+
+        return _transform.run(self, tx, model_uri, job)
 
 
 __all__ = ["SageMakerTarget"]

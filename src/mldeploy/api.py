@@ -26,6 +26,7 @@ from mldeploy.target import (
     Prediction,
     Progress,
     Target,
+    Transform,
 )
 
 TargetLike = str | Target
@@ -173,6 +174,26 @@ def traffic(
     return t.traffic(_check_name(name), weights, wait=wait, timeout=_check_timeout(timeout))
 
 
+def transform(
+    target: TargetLike,
+    *,
+    name: str,
+    model_uri: str,
+    job: Mapping[str, Any] | Any,
+    config: Any = None,
+    config_file: str | Path | None = None,
+    wait: bool = True,
+    timeout: float | None = None,
+    progress: Progress | None = None,
+    clients: Any = None,
+) -> Transform:
+    """Score stored data with ``model_uri`` as a batch job on ``target`` (SageMaker Batch
+    Transform: ``job={"input": "s3://b/in/", "output": "s3://b/out/", ...}``)."""
+    t = resolve_target(target, config, config_file=config_file, progress=progress, clients=clients)
+    return t.transform(_check_name(name), model_uri, job, wait=wait,
+                       timeout=_check_timeout(timeout))
+
+
 def parse_weights(weights: Mapping[str, Any] | str) -> dict[str, float]:
     """``{"a": 1, "b": "3"}`` or ``"a=1,b=3"`` -> ``{"a": 1.0, "b": 3.0}``, checked."""
     if isinstance(weights, str):
@@ -212,4 +233,5 @@ __all__ = [
     "parse_weights",
     "resolve_target",
     "traffic",
+    "transform",
 ]

@@ -142,10 +142,19 @@ def _default_model() -> str:
 
 
 def _register() -> None:
-    from . import _cli_cleanup, _cli_deploy, _cli_emulate, _cli_image, _cli_info, _cli_predict
+    from . import (
+        _cli_batch,
+        _cli_cleanup,
+        _cli_deploy,
+        _cli_emulate,
+        _cli_image,
+        _cli_info,
+        _cli_predict,
+    )
 
     for command in (*_cli_image.COMMANDS, *_cli_deploy.COMMANDS, *_cli_info.COMMANDS,
-                    *_cli_emulate.COMMANDS, *_cli_predict.COMMANDS, *_cli_cleanup.COMMANDS):
+                    *_cli_emulate.COMMANDS, *_cli_predict.COMMANDS, *_cli_batch.COMMANDS,
+                    *_cli_cleanup.COMMANDS):
         cli.add_command(command)
 
 

@@ -30,12 +30,14 @@ import json
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from mldeploy.errors import MldeployError, UsageError
 
 if TYPE_CHECKING:
     from mldeploy.transaction import Transaction
+
+R = TypeVar("R")
 
 
 class DeployMode(str, enum.Enum):
@@ -119,6 +121,26 @@ class Deletion:
     existed: bool
     removed: tuple[Resource, ...] = ()
     leftover: tuple[Resource, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(self)
+
+
+@dataclass(frozen=True)
+class Transform:
+    """The result of ``transform``: a batch job over stored data, how it ended, where its
+    output is, and what the run created and removed again."""
+
+    name: str
+    target: str
+    status: Status  # READY: the job completed
+    input: str
+    output: str
+    outputs: tuple[str, ...] = ()  # the output objects the job wrote
+    failure_reason: str | None = None
+    removed: tuple[Resource, ...] = ()  # created for the job and removed after it
+    leftover: tuple[Resource, ...] = ()
+    details: Mapping[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(self)
@@ -233,6 +255,7 @@ class Capability(str, enum.Enum):
     TRAFFIC = "traffic"  # weights between variants
     NO_WAIT = "no-wait"  # return before the change is ready (--no-wait)
     VARIANT_INVOKE = "variant-invoke"  # invoke one variant by name
+    TRANSFORM = "transform"  # batch jobs over stored data (SageMaker Batch Transform)
 
 
 @dataclass(frozen=True)
@@ -353,6 +376,22 @@ class Target(abc.ABC):
             self.require(Capability.ADD, "cannot add a model beside another one")
         return self._plan(mode, name, model_uri)
 
+    def transform(self, name: str, model_uri: str, job: Mapping[str, Any] | Any, *,
+                  wait: bool = True, timeout: float | None = None) -> Transform:
+        """Score stored data with ``model_uri`` as a batch job named ``name`` (``job``: the
+        target's job settings, e.g. input and output locations), in one transaction: what the
+        run creates is removed again when it fails."""
+        from mldeploy.transaction import Transaction
+
+        name = self.check_name(name)
+        self.require(Capability.TRANSFORM, "has no batch jobs")
+        if not isinstance(model_uri, str) or not model_uri.strip():
+            raise UsageError("no model URI given", hint="pass model_uri=... (-m on the CLI)")
+        tx = Transaction(self.name, "transform", name, wait=self._effective_wait(wait),
+                         timeout=self._effective_timeout(timeout), say=self.progress)
+        self.restart_clock()
+        return self._in_transaction(tx, self._transform, model_uri.strip(), job)
+
     # -- the hooks a plugin implements ----------------------------------------------------------
 
     @abc.abstractmethod
@@ -383,6 +422,10 @@ class Target(abc.ABC):
 
     @abc.abstractmethod
     def _plan(self, mode: DeployMode, name: str, model_uri: str) -> Plan: ...
+
+    def _transform(self, tx: Transaction, model_uri: str,
+                   job: Any) -> Transform:  # with Capability.TRANSFORM
+        raise NotImplementedError
 
     # -- the one entry point the API uses -----------------------------------------------------
 
@@ -444,8 +487,14 @@ class Target(abc.ABC):
         self.restart_clock()
         hook = {DeployMode.CREATE: self._create, DeployMode.REPLACE: self._replace,
                 DeployMode.ADD: self._add}[mode]
+        return self._in_transaction(tx, hook, model_uri.strip())
+
+    @staticmethod
+    def _in_transaction(tx: Transaction, hook: Callable[..., R], *args: Any) -> R:
+        """``hook(tx, *args)``; on any failure the transaction is rolled back and its error
+        raised in place of the hook's."""
         try:
-            return hook(tx, model_uri.strip())
+            return hook(tx, *args)
         except BaseException as exc:
             err = tx.failure(exc)
             if err is exc:
@@ -528,6 +577,7 @@ __all__ = [
     "Resource",
     "Status",
     "Target",
+    "Transform",
     "Variant",
     "encode_payload",
 ]

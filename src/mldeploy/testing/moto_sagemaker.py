@@ -221,6 +221,18 @@ class SageMakerEmulator:
         patch(SageMakerRuntimeResponse, "invoke_endpoint", invoke)
         patch(SageMakerRuntimeResponse, "invoke_endpoint_async",
               lambda resp: invoke_async_response(em, resp))
+        from mldeploy.testing import transform_jobs
+
+        transform_jobs.install(em, patch)  # transform jobs that read and write S3
+
+    def transform_send(self, model: str, body: bytes, content_type: str,
+                       accept: str | None) -> bytes:
+        """A transform job's mini-batch to the model (``responder``; a subclass with real
+        containers also passes ``accept``). Raises ContainerError on a non-2xx answer."""
+        return self.responder("", "", model, body, content_type)[0]
+
+    def transform_done(self, model: str) -> None:
+        """A transform job of ``model`` ended (a subclass stops its instances)."""
 
     def stop(self) -> None:
         for owner, attr, old in reversed(self._saved):

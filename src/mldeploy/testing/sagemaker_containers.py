@@ -16,6 +16,10 @@ plus what SageMaker itself does with a model:
   if they do not get healthy the update is rolled back (the old containers keep serving).
 - **InvokeEndpoint**: forwarded to one of the variant's containers (round robin), so boto3's
   ``invoke_endpoint`` gets the model's own answers and its errors as ``ModelError``.
+- **CreateTransformJob** (see :mod:`mldeploy.testing.transform_jobs`): the job's records from
+  the emulated S3 go to a container of its model in mini-batches, with the job's ContentType
+  and Accept; the answers are written back to S3 as ``KEY.out``; the container is stopped when
+  the job ends. One container, whatever ``InstanceCount`` says.
 - **DeleteModel** stops the model's containers; :meth:`stop` stops every container it started.
 
 ``mldeploy emulate sagemaker`` runs this behind a moto server on 127.0.0.1 (see
@@ -204,6 +208,10 @@ class ContainerSageMakerEmulator(SageMakerEmulator):
 
     def _respond(self, endpoint: str, variant: str, model: str, body: bytes,
                  content_type: str = "application/json") -> tuple[bytes, str]:
+        return self._post(model, body, {"Content-Type": content_type})
+
+    def _post(self, model: str, body: bytes, headers: dict[str, str]) -> tuple[bytes, str]:
+        """``/invocations`` of one of ``model``'s containers (started if there is none)."""
         import urllib.error
 
         try:
@@ -211,12 +219,33 @@ class ContainerSageMakerEmulator(SageMakerEmulator):
         except ContainerStartError as exc:
             raise ContainerError(500, exc.reason) from None
         req = urllib.request.Request(f"http://127.0.0.1:{inst.port}/invocations", data=body,
-                                     method="POST", headers={"Content-Type": content_type})
+                                     method="POST", headers=headers)
         try:
             with urllib.request.urlopen(req, timeout=60) as r:
                 return r.read(), r.headers.get("Content-Type", "application/json")
         except urllib.error.HTTPError as exc:
             raise ContainerError(exc.code, exc.read().decode("utf-8", "replace")) from None
+
+    def transform_send(self, model: str, body: bytes, content_type: str,
+                       accept: str | None) -> bytes:
+        """A transform job's mini-batch to a container of ``model`` (started on the first one,
+        as SageMaker starts the job's instances), with the job's ``Accept``."""
+        headers = {"Content-Type": content_type, **({"Accept": accept} if accept else {})}
+        return self._post(model, body, headers)[0]
+
+    def transform_done(self, model: str) -> None:
+        """The job's instances go away with the job (unless an endpoint serves the model)."""
+        from moto.sagemaker.models import sagemaker_backends
+
+        for account in list(sagemaker_backends):
+            for region in list(sagemaker_backends[account]):
+                backend = sagemaker_backends[account][region]
+                for ep in list(backend.endpoints.values()):
+                    config = backend.endpoint_configs.get(ep.endpoint_config_name)
+                    if config and any(v.get("ModelName") == model
+                                      for v in config.production_variants):
+                        return
+        self.stop_model(model)
 
     # -- the control plane ------------------------------------------------------------------
 
