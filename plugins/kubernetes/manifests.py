@@ -82,13 +82,18 @@ def resolvable_uri(uri: str) -> str:
     typed in: a relative or ``~`` path (bare or ``file:``) made absolute and normalised, in the
     form given (``file://`` stays ``file://``); other URIs (``models:/``, ``s3://``...) kept."""
     from pathlib import Path
+    from urllib.parse import urlparse
 
+    if not uri or re.search(r"\s|\w://", uri.removeprefix("file://")):
+        return uri  # not a path (text with spaces, a URL inside): as given, to be redacted
     if uri.startswith("file:"):
+        if uri.startswith("file://") and urlparse(uri).netloc not in ("", "localhost"):
+            return uri  # file://HOST/... or user info: not this machine's path to rewrite
         path = uri.removeprefix("file://") if uri.startswith("file://") else uri[5:]
         return Path(path).expanduser().resolve().as_uri() if path else uri
     if _SCHEME.match(uri) and not re.match(r"^[A-Za-z]:[\\/]", uri):
         return uri
-    return str(Path(uri).expanduser().resolve()) if uri else uri
+    return str(Path(uri).expanduser().resolve())
 
 
 def scrub_uri(uri: str) -> str:
