@@ -84,8 +84,8 @@ class _Client:
 
 
 def test_cleanup_honours_the_state_directory_setting_and_spares_the_rest(tmp_path, monkeypatch):
-    from mldeploy._cli_cleanup import cleanup
     from mldeploy.plugins.local import LocalTarget
+    from mldeploy.plugins.local._cleanup import cleanup
     from mldeploy.plugins.local._client import Engine
     from mldeploy.plugins.local._resources import LABEL, LABEL_ENDPOINT, LABEL_HOME, home_id
     from mldeploy.plugins.local._state import EndpointState, VariantState

@@ -177,6 +177,13 @@ class LocalTarget(Target):
             self._say(f"left running: {', '.join(failed)} (mldeploy delete removes them)")
         self.progress(f"{base.name} is ready at {new.url}", Status.READY)
 
+    def cleanup(self, *, dry_run: bool = False) -> Any:
+        """Remove this state directory's unused model images and orphaned containers (never
+        another user's, never one in use); see ``_cleanup.py``. Returns a ``Cleanup``."""
+        from mldeploy.plugins.local._cleanup import cleanup
+
+        return cleanup(self, dry_run=dry_run)
+
     # -- traffic / delete -------------------------------------------------------------------------
 
     def _traffic(self, name: str, weights: Mapping[str, float], *, wait: bool,
