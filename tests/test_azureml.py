@@ -214,3 +214,19 @@ def test_cloud_picks_the_resource_manager(cloud, host, monkeypatch):
     ml = target._clients().ml_client  # builds the client; no request is sent
     assert ml._base_url == f"https://{host}"
     assert type(ml._credential).__name__ == "DefaultAzureCredential"
+
+
+def test_the_deployment_sets_only_settings_the_serving_container_reads():
+    """The custom container's environment variables are the container's own names (a made-up
+    name such as MLDEPLOY_PORT would be ignored and the port left to chance)."""
+    pytest.importorskip("azure.ai.ml")
+    from mldeploy.config import build_config
+    from mldeploy.container.settings import ENV_NAMES
+    from mldeploy.plugins.azureml import _specs
+
+    cfg = build_config(AzureMLConfig, {})
+    dep = _specs.deployment(cfg, "ep", "blue", model=None, image="img:1",
+                            model_uri="models:/m/1", seq=1)
+    names = set(dep.environment_variables or {})
+    assert names and names <= set(ENV_NAMES.values())
+    assert dep.environment_variables[ENV_NAMES["port"]] == "8080"

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import mldeploy
+from mldeploy.container.settings import ENV_NAMES
 from mldeploy.plugins.azureml._client import ENDPOINT_TAG, MANAGED_BY, MODEL_URI, VERSION
 from mldeploy.plugins.azureml.config import AzureMLConfig, EnvironmentKind, ProbeSettings
 from mldeploy.redact import redact_uri
@@ -60,7 +61,7 @@ def deployment(cfg: AzureMLConfig, endpoint_name: str, name: str, model: Any, im
     env_vars = dict(cfg.env)
     if cfg.environment is EnvironmentKind.CUSTOM:
         env = environment(cfg, image or "")
-        env_vars.setdefault("MLDEPLOY_PORT", str(PORT))
+        env_vars.setdefault(ENV_NAMES["port"], str(PORT))  # the container's own setting
     tags = {**cfg.tags, MANAGED_BY: "mldeploy", VERSION: mldeploy.__version__,
             MODEL_URI: redact_uri(model_uri), ENDPOINT_TAG: endpoint_name, SEQ: str(seq)}
     return ManagedOnlineDeployment(
