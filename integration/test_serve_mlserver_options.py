@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
-from test_metrics import get, scrape, wait_for, worker_pids  # noqa: I001  (sibling module)
+from test_metrics_live import get, scrape, wait_for, worker_pids  # noqa: I001  (sibling module)
 from test_serve import _example_frame, serve
 
 from mldeploy.testing.aws import free_port

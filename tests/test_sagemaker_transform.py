@@ -1,7 +1,7 @@
 """SageMaker Batch Transform through the core's transaction, against moto with the emulator's
 transform jobs (records read from the emulated S3, answers written back as KEY.out). The
 responder here answers one label a record (a stand-in model: the control plane is under test;
-the real container's answers are in integration/test_sagemaker_transform.py)."""
+the real container's answers are in integration/test_sagemaker_transform_live.py)."""
 
 from __future__ import annotations
 
