@@ -87,6 +87,9 @@ class ControlPlane:
                  storage_suffix: str = "localhost:10000", location: str = "westeurope",
                  token: str = "fake-aad-token", poll_rounds: int = 0) -> None:
         self.cert, self.key = cert, key
+        # the deployments' 'disks' (model files read back from blob storage), made now: the
+        # caller's TMPDIR holds only its own downloads
+        self._disks = tempfile.mkdtemp(prefix="mldeploy-azfake-")
         self.blob_url = blob_url  # https://127.0.0.1:PORT/devstoreaccount1 (Azurite, direct)
         self.storage_suffix = storage_suffix
         self.location = location
@@ -140,6 +143,7 @@ class ControlPlane:
         for s in list(self.served.values()):
             s.stop()
         self.served.clear()
+        shutil.rmtree(self._disks, ignore_errors=True)
 
     # -- what tests look at -------------------------------------------------------------------
 
@@ -263,7 +267,7 @@ class ControlPlane:
         from mldeploy.container.runtime import ModelRuntime
         from mldeploy.container.settings import ServerSettings
 
-        root = Path(tempfile.mkdtemp(prefix="mldeploy-azfake-"))
+        root = Path(tempfile.mkdtemp(prefix="deployment-", dir=self._disks))
         try:
             model_dir = self._model_files(d["properties"].get("model", ""), root)
             settings = ServerSettings(model_uri=str(model_dir), workers=1, metrics="off")
