@@ -6,58 +6,24 @@ mldeploy's message *and* hint, ``update`` keeping the settings the user did not 
 (the full package) staying optional."""
 
 import json
-import os
 import subprocess
 import sys
 
 import boto3
 import pytest
-from click.testing import CliRunner
-from moto import mock_aws
 
 pytest.importorskip("mlflow.deployments")
 
-from mlflow.deployments import cli as mlflow_cli  # noqa: E402
+# the sibling module's moto + emulator fixtures and constants: one copy for both modules
+import test_mlflow_deployments as _sibling  # noqa: E402
 from mlflow.deployments import get_deploy_client  # noqa: E402
 from mlflow.exceptions import MlflowException  # noqa: E402
 
 from mldeploy.testing.conformance import example_model_dir  # noqa: E402
-from mldeploy.testing.moto_sagemaker import SageMakerEmulator, reset_backends  # noqa: E402
 
-ROLE = "arn:aws:iam::123456789012:role/sagemaker-exec"
-IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/mldeploy-serve:1"
-BUCKET = "mldeploy-contract"
-CONFIG = {"execution_role_arn": ROLE, "image_uri": IMAGE, "bucket": BUCKET,
-          "poll_interval_seconds": "0.01", "timeout_seconds": "5"}
-TARGET = "mldeploy-sagemaker:/us-east-1"
 MODEL = str(example_model_dir())
-ROW = {f"f{i}": 0.5 for i in range(20)}
-
-
-@pytest.fixture(scope="module")
-def mocked():
-    with pytest.MonkeyPatch.context() as mp:
-        for var in list(os.environ):
-            if var.startswith(("AWS_ENDPOINT_URL", "AWS_PROFILE", "AWS_CONFIG_FILE")):
-                mp.delenv(var)
-        mp.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
-        mp.setenv("AWS_ACCESS_KEY_ID", "testing")
-        mp.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-        mp.setenv("AWS_DEFAULT_REGION", "us-east-1")
-        with mock_aws():
-            yield
-
-
-@pytest.fixture
-def emulator(mocked):
-    reset_backends()
-    with SageMakerEmulator() as em:
-        boto3.client("s3", region_name="us-east-1").create_bucket(Bucket=BUCKET)
-        yield em
-
-
-def cli(*args):
-    return CliRunner().invoke(mlflow_cli.commands, list(args), catch_exceptions=True)
+BUCKET, CONFIG, ROW, TARGET = _sibling.BUCKET, _sibling.CONFIG, _sibling.ROW, _sibling.TARGET
+mocked, emulator, cli = _sibling.mocked, _sibling.emulator, _sibling._run
 
 
 def c(config):
