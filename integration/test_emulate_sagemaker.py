@@ -20,7 +20,7 @@ import pytest
 
 from mldeploy.testing.aws import free_port
 from mldeploy.testing.conformance import example_model_dir
-from mldeploy.testing.sagemaker_containers import LABEL
+from mldeploy.testing.sagemaker_containers import owned_by
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
@@ -77,7 +77,7 @@ def emulator(docker_engine: Any, tmp_path_factory: pytest.TempPathFactory):
                 key, _, value = line[len("export "):].strip().partition("=")
                 env[key] = value
         assert env.get("AWS_ENDPOINT_URL") == f"http://127.0.0.1:{port}", log.read_text()
-        yield env
+        yield env, proc.pid
     finally:
         os.killpg(proc.pid, signal.SIGINT)
         try:
@@ -85,7 +85,7 @@ def emulator(docker_engine: Any, tmp_path_factory: pytest.TempPathFactory):
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
         out.close()
-        left = docker_engine.containers.list(all=True, filters={"label": LABEL})
+        left = docker_engine.containers.list(all=True, filters=owned_by(proc.pid))
         for c in left:
             c.remove(force=True)
         assert not left, "the emulator left containers behind"
@@ -108,28 +108,29 @@ def invoke(env: dict[str, str]) -> list[Any]:
 
 
 def test_deploy_invoke_replace_fail_delete(emulator, image, models, docker_engine):
-    s3 = boto3.client("s3", endpoint_url=emulator["AWS_ENDPOINT_URL"], region_name="us-east-1",
+    env, pid = emulator
+    s3 = boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name="us-east-1",
                       aws_access_key_id="testing", aws_secret_access_key="testing")
     s3.create_bucket(Bucket="emulated")
     conf = ["-C", f"execution_role_arn={ROLE}", "-C", f"image_uri={image}",
             "-C", "bucket=emulated", "-C", "instance_count=2"]
     target = ["-t", "sagemaker:/us-east-1", "-n", "churn"]
 
-    r = run(emulator, "deploy", *target, "-m", models["example"], *conf)
+    r = run(env, "deploy", *target, "-m", models["example"], *conf)
     assert r.returncode == 0, r.stderr
-    assert invoke(emulator) == [1, 1, 0]
-    running = docker_engine.containers.list(filters={"label": LABEL})
+    assert invoke(env) == [1, 1, 0]
+    running = docker_engine.containers.list(filters=owned_by(pid))
     assert len(running) == 2  # one container per instance
 
-    r = run(emulator, "deploy", *target, "-m", models["constant"], "--mode", "replace", *conf)
+    r = run(env, "deploy", *target, "-m", models["constant"], "--mode", "replace", *conf)
     assert r.returncode == 0, r.stderr
-    assert invoke(emulator) == [7, 7, 7]
-    assert len(docker_engine.containers.list(filters={"label": LABEL})) == 2  # old ones stopped
+    assert invoke(env) == [7, 7, 7]
+    assert len(docker_engine.containers.list(filters=owned_by(pid))) == 2  # old ones stopped
 
-    r = run(emulator, "deploy", *target, "-m", models["broken"], "--mode", "replace", *conf)
+    r = run(env, "deploy", *target, "-m", models["broken"], "--mode", "replace", *conf)
     assert r.returncode == 1 and "ping health check" in r.stderr, r.stderr
-    assert invoke(emulator) == [7, 7, 7]  # the old model keeps serving
+    assert invoke(env) == [7, 7, 7]  # the old model keeps serving
 
-    r = run(emulator, "delete", *target[:2], "-n", "churn")
+    r = run(env, "delete", *target[:2], "-n", "churn")
     assert r.returncode == 0, r.stderr
-    assert docker_engine.containers.list(all=True, filters={"label": LABEL}) == []
+    assert docker_engine.containers.list(all=True, filters=owned_by(pid)) == []

@@ -7,7 +7,6 @@ The shipped example model is built once per session on the offline base image
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys

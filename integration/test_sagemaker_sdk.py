@@ -130,7 +130,7 @@ def image(docker_engine: Any, base_image: str) -> str:
 @pytest.fixture(scope="module")
 def sagemaker_env(docker_engine: Any, image: str):
     """moto server + the container emulator on 127.0.0.1; the env that points clients at it."""
-    from mldeploy.testing.sagemaker_containers import LABEL, ContainerSageMakerEmulator
+    from mldeploy.testing.sagemaker_containers import ContainerSageMakerEmulator, owned_by
 
     with moto_server() as url, pytest.MonkeyPatch.context() as mp:
         env = emulator_env(url)
@@ -143,7 +143,7 @@ def sagemaker_env(docker_engine: Any, image: str):
                                         updating_seconds=0.2, startup_seconds=180):
             boto3.client("s3").create_bucket(Bucket=BUCKET)
             yield env
-        left = docker_engine.containers.list(all=True, filters={"label": LABEL})
+        left = docker_engine.containers.list(all=True, filters=owned_by(os.getpid()))
         for c in left:
             c.remove(force=True)
 

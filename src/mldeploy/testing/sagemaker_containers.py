@@ -20,7 +20,9 @@ plus what SageMaker itself does with a model:
   the emulated S3 go to a container of its model in mini-batches, with the job's ContentType
   and Accept; the answers are written back to S3 as ``KEY.out``; the container is stopped when
   the job ends. One container, whatever ``InstanceCount`` says.
-- **DeleteModel** stops the model's containers; :meth:`stop` stops every container it started.
+- **DeleteModel** stops the model's containers (labelled ``io.mldeploy.emulator=MODEL`` and
+  ``io.mldeploy.emulator.owner=PID``, the emulator's process); :meth:`stop` stops every
+  container it started.
 
 ``mldeploy emulate sagemaker`` runs this behind a moto server on 127.0.0.1 (see
 :func:`serve_forever`). The image must be in the local engine (``mldeploy build-docker -n IMG``
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import os
 import shutil
 import tarfile
 import tempfile
@@ -46,7 +49,15 @@ from mldeploy.testing._moto_parts import ContainerError, write_logs
 from mldeploy.testing.aws import free_port
 from mldeploy.testing.moto_sagemaker import SageMakerEmulator
 
-LABEL = "io.mldeploy.emulator"
+LABEL = "io.mldeploy.emulator"  # value: the model's name
+# value: the process id of the emulator that started the container, so that two emulators on
+# one engine (parallel test runs, a user's own `mldeploy emulate`) tell their containers apart
+OWNER_LABEL = "io.mldeploy.emulator.owner"
+
+
+def owned_by(pid: int) -> dict[str, list[str]]:
+    """The Docker ``filters`` that select the containers the emulator in process ``pid`` runs."""
+    return {"label": [LABEL, f"{OWNER_LABEL}={pid}"]}
 # top-level Describe* keys SageMaker omits when unset (moto answers {})
 _UNSET_WHEN_EMPTY = ("DataCaptureConfig", "VpcConfig", "AsyncInferenceConfig",
                      "ExplainerConfig")
@@ -159,7 +170,7 @@ class ContainerSageMakerEmulator(SageMakerEmulator):
                 image, ["serve"], detach=True, network_mode="host", volumes=volumes,
                 environment={**env, "SAGEMAKER_BIND_TO_PORT": str(port),
                              "MLDEPLOY_HOST": "127.0.0.1"},
-                labels={LABEL: model_name})
+                labels={LABEL: model_name, OWNER_LABEL: str(os.getpid())})
         except DockerException as exc:
             raise ContainerStartError(f"The container of model {model_name} did not start: "
                                       f"{str(exc)[:300]}", []) from None
