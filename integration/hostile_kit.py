@@ -7,11 +7,15 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import selectors
 import socket
+import subprocess
 import threading
 import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 SMUGGLED = b"GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
 PROBES: dict[str, bytes] = {
@@ -200,3 +204,33 @@ class Pinger:
                   f"{ordered[len(ordered) // 2] * 1000:.1f} ms p99={p99 * 1000:.1f} ms "
                   f"max={ordered[-1] * 1000:.1f} ms")
             assert p99 < self.bound, f"/ping p99 on {name} during {attack}: {p99:.2f} s"
+
+
+@contextlib.contextmanager
+def serve_process(cmd: list[str], port: int, log: Path, *, env: dict[str, str] | None = None,
+                  start_timeout: float = 120.0,
+                  not_started: Callable[[str], object]) -> Iterator[subprocess.Popen[bytes]]:
+    """Run ``cmd`` (a server on 127.0.0.1:``port``, output to ``log``) until ``/ping`` answers
+    200; yield the process, then terminate it. ``not_started(message)`` (``pytest.fail`` or
+    ``pytest.skip``) is called with the log's tail when it exits or ``start_timeout`` passes."""
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
+                                env={**os.environ, **(env or {})})
+    try:
+        deadline = time.monotonic() + start_timeout
+        while True:
+            with contextlib.suppress(OSError):
+                if status(ask(port, b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n", 2)) == 200:
+                    break
+            if proc.poll() is not None or time.monotonic() > deadline:
+                not_started(f"{Path(cmd[0]).name} did not start: {log.read_text()[-1500:]}")
+            time.sleep(0.2)
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()

@@ -76,27 +76,10 @@ def upstream(tmp_path_factory) -> Iterator[int]:
     """A real ``mldeploy serve`` of the example model; its port."""
     port = free_port()
     log = tmp_path_factory.mktemp("serve") / "serve.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([MLDEPLOY, "serve", "-m", str(MODEL), "--host", "127.0.0.1",
-                                 "--port", str(port), "--workers", "1"],
-                                stdout=out, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and proc.poll() is None:
-            with contextlib.suppress(OSError):
-                if _status(_ask(port, b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n")) == 200:
-                    break
-            time.sleep(0.2)
-        else:
-            pytest.skip(f"mldeploy serve did not start: {log.read_text()[-1000:]}")
+    with kit.serve_process([MLDEPLOY, "serve", "-m", str(MODEL), "--host", "127.0.0.1",
+                            "--port", str(port), "--workers", "1"], port, log,
+                           not_started=pytest.skip):
         yield port
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.fixture(scope="module")

@@ -41,6 +41,7 @@ from hostile_kit import (
     json_body,
     post,
     read_all,
+    serve_process,
     status,
     wait_closed,
 )
@@ -129,30 +130,11 @@ def _serve(tmp: Path, model: Path, *args: str, env: dict[str, str] | None = None
            port: int | None = None, start_timeout: float = 120) -> Iterator[Served]:
     port = port or _free_port()
     log = tmp / f"serve-{port}.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [MLDEPLOY, "serve", "-m", str(model), "--host", "127.0.0.1", "--port", str(port),
-             "--workers", "1", *args],
-            stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **LIMITS, **(env or {})})
-    served = Served(proc, port, log)
-    try:
-        deadline = time.monotonic() + start_timeout
-        while True:
-            with contextlib.suppress(OSError):
-                if status(ask(port, b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n", 2)) == 200:
-                    break
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"mldeploy serve did not start: {log.read_text()[-1500:]}")
-            time.sleep(0.2)
-        yield served
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    cmd = [MLDEPLOY, "serve", "-m", str(model), "--host", "127.0.0.1", "--port", str(port),
+           "--workers", "1", *args]
+    with serve_process(cmd, port, log, env={**LIMITS, **(env or {})},
+                       start_timeout=start_timeout, not_started=pytest.fail) as proc:
+        yield Served(proc, port, log)
 
 
 @pytest.fixture(scope="module")
