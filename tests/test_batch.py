@@ -184,7 +184,40 @@ def test_unknown_and_missing_columns_are_named_before_scoring(tmp_path, expected
     assert sorted(os.listdir(tmp_path)) == ["in.parquet"]
 
 
-def test_two_workers_give_the_same_output(tmp_path, expected):
+@pytest.mark.parametrize("bad", ["value", "fields"])
+def test_csv_bad_row_after_chunks_already_scored_the_fast_way(tmp_path, expected, monkeypatch,
+                                                               bad):
+    """Small read blocks: the fast (numbers, threads) read gives chunks before it meets the bad
+    row; the careful re-read skips those chunks and names the row."""
+    import mldeploy.batch.sources as sources
+
+    monkeypatch.setattr(sources, "CSV_BLOCK_BYTES", 16 << 10)
+    frame, want = expected
+    src = _bad_csv(tmp_path, frame)
+    lines = open(src).read().splitlines()
+    fixed = _write(frame.iloc[[1499]], str(tmp_path / "row.csv"))
+    if bad == "fields":  # only the short row 2100 stays bad
+        lines[1500] = open(fixed).read().splitlines()[1]
+    open(src, "w").write("\n".join(lines) + "\n")
+    out = str(tmp_path / "out.parquet")
+    result = predict(MODEL, src, out, keep=["id"], chunk_rows=300, on_error="skip")
+    skipped = [1499, 2099] if bad == "value" else [2099]
+    assert result.rows_skipped == len(skipped)
+    side = [json.loads(line) for line in open(result.skipped_output)]
+    assert [s["row"] for s in side] == [r + 1 for r in skipped]
+    keep = np.ones(2500, dtype=bool)
+    keep[skipped] = False
+    got = _read(out)
+    np.testing.assert_array_equal(got["id"].to_numpy(), frame["id"].to_numpy()[keep])
+    np.testing.assert_array_equal(got["prediction"].to_numpy(), want[keep])
+
+
+@pytest.mark.parametrize("start", ["fork", "spawn"])
+def test_two_workers_give_the_same_output(tmp_path, expected, monkeypatch, start):
+    import mldeploy.batch.local as local
+
+    if start == "spawn":  # a model whose flavor is not known to be fork-safe
+        monkeypatch.setattr(local, "fork_safe", lambda _: False)
     frame, want = expected
     src = _write(frame, str(tmp_path / "in.parquet"))
     out = str(tmp_path / "out.parquet")

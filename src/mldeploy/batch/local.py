@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import collections
 import multiprocessing
+import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Any
@@ -13,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 
 from mldeploy.container.errors import ProtocolError
-from mldeploy.container.loader import load_model
+from mldeploy.container.loader import fork_safe, load_model
 
 from ..errors import UsageError
 from .errors import row_error
@@ -37,13 +38,18 @@ def run_local(options: BatchOptions, model_dir: str) -> BatchResult:
     skip = options.on_error is OnError.SKIP
     sink = AtomicFile(options.output, overwrite=options.overwrite)
     skipped = SkippedRows(options.skipped_path, overwrite=options.overwrite) if skip else None
-    progress = Progress(enabled=options.progress, total_rows=_total_rows(files),
-                        total_bytes=sum(f.size or 0 for f in files) or None)
+    total_rows = _total_rows(files)
+    started = time.monotonic()
     writer = TableWriter(sink.temp, fmt)
+    progress: Progress | None = None
     rows_read = 0
     done = keep_side_file = False
     try:
         with _Pipeline(scorer, model_dir, options.workers, skip) as pipeline:
+            # the bar (a thread) after the workers started: they are forked from here
+            progress = Progress(enabled=options.progress, total_rows=total_rows,
+                                total_bytes=sum(f.size or 0 for f in files) or None)
+            progress.started = started
             for chunk, scored in pipeline.run(_chunks(files, spec)):
                 if scored.failed or (chunk.bad and not skip):
                     raise row_error(min([*chunk.bad, *scored.bad], key=lambda b: b.row))
@@ -65,7 +71,8 @@ def run_local(options: BatchOptions, model_dir: str) -> BatchResult:
         sink.commit()
         done = True
     finally:
-        progress.close()
+        if progress is not None:
+            progress.close()
         writer.close()
         if not done:
             sink.discard()
@@ -73,7 +80,7 @@ def run_local(options: BatchOptions, model_dir: str) -> BatchResult:
     return BatchResult(
         output=options.output, format=fmt, files=len(files), rows_read=rows_read,
         rows_written=writer.rows, rows_skipped=skipped.count if skipped else 0,
-        skipped_output=side, seconds=progress.seconds, engine=options.engine,
+        skipped_output=side, seconds=time.monotonic() - started, engine=options.engine,
         workers=options.workers,
     )
 
@@ -156,8 +163,14 @@ def _table(chunk: Chunk, scored: Scored, keep: tuple[str, ...]) -> pa.Table:
 
 
 class _Pipeline:
-    """Scores chunks in order. With ``workers`` > 1, a pool of spawned processes that each load
-    the model once; at most two chunks a worker are in flight (memory stays bounded)."""
+    """Scores chunks in order. With ``workers`` > 1, a pool of processes; at most two chunks a
+    worker are in flight (memory stays bounded).
+
+    A model whose flavors are fork-safe (``container.loader.fork_safe``: scikit-learn, XGBoost,
+    ...; the rule the serving runtime uses for its pre-forked workers) is loaded once here and
+    the workers are forked from this process with it, before any row is read: a worker starts
+    in milliseconds. Any other model gets spawned workers that each import its libraries and
+    load it once (seconds per worker; worth it only for a model that is slow per row)."""
 
     def __init__(self, scorer: Scorer, model_dir: str, workers: int, skip: bool) -> None:
         self.scorer, self.model_dir, self.workers, self.skip = scorer, model_dir, workers, skip
@@ -165,15 +178,27 @@ class _Pipeline:
 
     def __enter__(self) -> _Pipeline:
         if self.workers > 1:
-            self._pool = ProcessPoolExecutor(
-                max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
-                initializer=_init_worker, initargs=(self.model_dir,),
-            )
+            global _WORKER_SCORER
+            if fork_safe(self.model_dir) and "fork" in multiprocessing.get_all_start_methods():
+                _WORKER_SCORER = self.scorer  # inherited by the forked workers
+                self._pool = ProcessPoolExecutor(
+                    max_workers=self.workers, mp_context=multiprocessing.get_context("fork"))
+            else:
+                self._pool = ProcessPoolExecutor(
+                    max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
+                    initializer=_init_worker, initargs=(self.model_dir,),
+                )
+            # start every worker now, before this process reads a row (and starts Arrow's
+            # reader threads): a fork copies no thread, and spawned workers load meanwhile
+            for f in [self._pool.submit(_ready) for _ in range(self.workers)]:
+                f.result()
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        global _WORKER_SCORER
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
+            _WORKER_SCORER = None
 
     def run(self, chunks: Iterator[Chunk]) -> Iterator[tuple[Chunk, Scored]]:
         if self._pool is None:
@@ -191,6 +216,10 @@ class _Pipeline:
         while queue:
             head, future = queue.popleft()
             yield head, future.result()
+
+
+def _ready() -> bool:
+    return _WORKER_SCORER is not None
 
 
 def _score(scorer: Scorer, frame: Any, rows: np.ndarray, file: str, skip: bool) -> Scored:

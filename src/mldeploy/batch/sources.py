@@ -269,15 +269,52 @@ def _rechunk(batches: Iterator[pa.RecordBatch], rows: int) -> Iterator[pa.Table]
         yield pa.Table.from_batches(pending).combine_chunks()
 
 
+_CSV_NUMBERS = {"double": pa.float64(), "float": pa.float64(), "long": pa.int64(),
+                "integer": pa.int64()}
+
+
 def _csv_chunks(file: InputFile, spec: ReadSpec) -> Iterator[Chunk]:
+    """First the fast way: numeric signature columns parsed as numbers by pyarrow's C++ reader,
+    on its threads. The first cell that is not a number (a typo, ``true``, ``1.5`` in a long
+    column) or row with a wrong field count makes the file be read again from its start the
+    careful way (in order, as text: each bad row named with its row number and the protocol's
+    own message), the chunks already given skipped (they held no bad row, and both ways cut
+    the same chunks)."""
+    given = 0
+    try:
+        for chunk in _csv_read(file, spec, fast=True):
+            given += 1
+            yield chunk
+        return
+    except _Reread:
+        pass
+    except pa.ArrowInvalid as exc:
+        if "conversion error" not in str(exc).lower():
+            raise
+    for index, chunk in enumerate(_csv_read(file, spec, fast=False)):
+        if index >= given:
+            yield chunk
+
+
+class _Reread(Exception):
+    """A row with a wrong field count met on the fast path."""
+
+
+def _csv_read(file: InputFile, spec: ReadSpec, *, fast: bool) -> Iterator[Chunk]:
     import pyarrow.csv as pacsv
 
     names = file_columns(file) or []
     model, keep = _split(spec, names)
-    types = {c: pa.string() for c in model} if spec.model_columns is not None else {}
+    types: dict[str, Any] = {}
+    if spec.model_columns is not None:
+        types = {c: (_CSV_NUMBERS.get(spec.model_columns[c], pa.string()) if fast
+                     else pa.string()) for c in model}
     invalid: list[tuple[int, str]] = []  # (data row, message) of rows with a wrong field count
 
     def on_invalid(row: Any) -> str:
+        if fast:  # its row number is known only when parsed in order: read again
+            invalid.append((-1, ""))
+            return "skip"
         number = row.number - 1 if row.number is not None else -1  # header line not counted
         invalid.append((number, f"the row has {row.actual_columns} fields; the header has "
                                 f"{row.expected_columns}"))
@@ -286,9 +323,9 @@ def _csv_chunks(file: InputFile, spec: ReadSpec) -> Iterator[Chunk]:
     with _open_sequential(file) as f:
         reader = pacsv.open_csv(
             f,
-            # one thread: a row with a wrong field count is reported with its line number only
-            # when the file is parsed in order
-            read_options=pacsv.ReadOptions(block_size=CSV_BLOCK_BYTES, use_threads=False),
+            # the careful way on one thread: a row with a wrong field count is reported with
+            # its line number only when the file is parsed in order
+            read_options=pacsv.ReadOptions(block_size=CSV_BLOCK_BYTES, use_threads=fast),
             parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid),
             convert_options=pacsv.ConvertOptions(
                 column_types=types, include_columns=model + keep, strings_can_be_null=True,
@@ -320,6 +357,8 @@ def _csv_chunks(file: InputFile, spec: ReadSpec) -> Iterator[Chunk]:
                          rows, bad, bytes_read=_tell(f))
 
         for batch in reader:
+            if fast and invalid:  # every block up to this batch is parsed: none emitted yet
+                raise _Reread
             pending.append(batch)
             pending_rows += batch.num_rows
             while pending_rows >= spec.chunk_rows:
@@ -328,6 +367,8 @@ def _csv_chunks(file: InputFile, spec: ReadSpec) -> Iterator[Chunk]:
                 yield emit(head.to_batches(), False)
                 pending = tail.to_batches()
                 pending_rows = tail.num_rows
+        if fast and invalid:
+            raise _Reread
         if pending_rows or invalid:
             yield emit(pending, True)
 
@@ -340,6 +381,9 @@ def _typed_frame(table: pa.Table, spec: ReadSpec) -> pd.DataFrame:
 
     if spec.model_columns is None:
         return table.to_pandas()
+    if all(table.schema.field(n).type == _CSV_NUMBERS.get(spec.model_columns.get(n) or "")
+           for n in table.column_names):
+        return table.to_pandas()  # parsed as numbers already: one block, no cast
     out: dict[str, Any] = {}
     for name in table.column_names:
         column = table.column(name)
