@@ -221,6 +221,7 @@ def _ship(spark: Any, model_dir: str) -> str:
 def _output_schema(spark: Any, model_dir: str, df: Any, keep: Sequence[str]) -> Any:
     """The result's Spark schema: the kept columns as they are, then the prediction columns
     typed from the output signature (from a first scored row when the model has none)."""
+    from mlflow.models import Model
     from pyspark.sql import types as T
 
     from mldeploy.container.loader import load_model
@@ -228,7 +229,8 @@ def _output_schema(spark: Any, model_dir: str, df: Any, keep: Sequence[str]) -> 
     from .batch.outputs import OutputSpec
 
     fields = [df.schema[c] for c in keep]
-    spec = OutputSpec.from_metadata(load_model(model_dir).pyfunc.metadata)
+    # the MLmodel file only: the model itself is loaded by the executors' Python workers
+    spec = OutputSpec.from_metadata(Model.load(os.path.join(model_dir, "MLmodel")))
     if spec.columns is not None and all(c.dtype is not None for c in spec.columns):
         fields += [T.StructField(c.name, _spark_type(c.dtype), True) for c in spec.columns]
         return T.StructType(fields)
