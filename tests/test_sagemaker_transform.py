@@ -177,3 +177,56 @@ def test_cli_batch_prints_the_result(aws, capsys):
     assert code.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "s3:// URI" in err[0]
+
+
+def test_two_jobs_of_the_same_model_at_once_do_not_break_each_other(aws):
+    """Job A's records wait until job B (the same name, the same model) has finished and
+    cleaned up; A's model and artifact must still be there, as its instances need them."""
+    import threading
+
+    em, s3, sm = aws
+    s3.put_object(Bucket="data", Key="a/x.csv", Body=b"1,1\n-1,1\n")
+    s3.put_object(Bucket="data", Key="b/x.csv", Body=b"-2,1\n")
+    b_done = threading.Event()
+    seen: dict[bytes, str] = {}
+
+    def responder(endpoint, variant, model, body, ctype="application/json"):
+        if body.startswith(b"1,1"):  # job A's mini-batch
+            assert b_done.wait(10)
+        # what an instance needs to start: the model and its artifact
+        desc = sm.describe_model(ModelName=model)
+        bucket, _, key = desc["PrimaryContainer"]["ModelDataUrl"][5:].partition("/")
+        s3.head_object(Bucket=bucket, Key=key)
+        seen[body] = model
+        return _label(body, ctype), "text/csv"
+
+    em.responder = responder
+    results: dict[str, object] = {}
+
+    def job_a():
+        try:
+            results["a"] = _target().transform("nightly", MODEL, {
+                "input": "s3://data/a/", "output": "s3://data/out-a/"})
+        except Exception as exc:  # reported by the assertion below
+            results["a"] = exc
+
+    thread = threading.Thread(target=job_a)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not sm.list_transform_jobs()["TransformJobSummaries"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    try:
+        b = _target().transform("nightly", MODEL, {"input": "s3://data/b/",
+                                                   "output": "s3://data/out-b/"})
+    finally:
+        b_done.set()
+        thread.join(20)
+    a = results["a"]
+    assert not isinstance(a, Exception), a
+    assert a.status.value == "ready" and b.status.value == "ready"
+    assert s3.get_object(Bucket="data", Key="out-a/x.csv.out")["Body"].read() == b"1\n0\n"
+    assert s3.get_object(Bucket="data", Key="out-b/x.csv.out")["Body"].read() == b"0\n"
+    assert len(set(seen.values())) == 2  # a model a job
+    assert sm.list_models()["Models"] == []  # and each removed its own
+    assert "mldeploy-art" not in _buckets(s3)

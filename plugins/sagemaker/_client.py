@@ -164,6 +164,25 @@ def managed_resources(c: Clients, name: str) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
+def create_or_adopt(c: Clients, kind: str, request: dict[str, Any]) -> tuple[str, bool]:
+    """Create the SageMaker ``model`` or ``endpoint-config`` of ``request``; one of the same
+    name left by an earlier run is adopted instead. (ARN, adopted)."""
+    sm = c["sagemaker"]
+    create, describe, key, arn_key = {
+        "model": (sm.create_model, sm.describe_model, "ModelName", "ModelArn"),
+        "endpoint-config": (sm.create_endpoint_config, sm.describe_endpoint_config,
+                            "EndpointConfigName", "EndpointConfigArn"),
+    }[kind]
+    name = request[key]
+    with aws_errors(f"create {kind} {name}"):
+        try:
+            return create(**request)[arn_key], False
+        except Exception as exc:  # left by an earlier run of the same command?
+            if "already exist" not in str(exc):
+                raise
+            return describe(**{key: name})[arn_key], True
+
+
 def ensure_bucket(c: Clients, bucket: str) -> bool:
     """True if the bucket was created now."""
     s3 = c["s3"]

@@ -10,6 +10,7 @@ stops the job; in every case the model and the artifact this run created are rem
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
 import tempfile
@@ -24,7 +25,13 @@ from mldeploy.config import build_config
 from mldeploy.errors import ConfigError
 from mldeploy.plugins.sagemaker import _client as aws
 from mldeploy.plugins.sagemaker import _image
-from mldeploy.plugins.sagemaker._resources import Artifact, build_desired
+from mldeploy.plugins.sagemaker._resources import (
+    Artifact,
+    Desired,
+    build_desired,
+    derived_name,
+    digest,
+)
 from mldeploy.plugins.sagemaker.errors import aws_errors
 from mldeploy.target import Resource, Status, Transform
 from mldeploy.transaction import StepFailed, StepTimedOut, Transaction
@@ -107,6 +114,7 @@ def run(target: Any, tx: Transaction, model_uri: str, job: Any) -> Transform:
     cfg = target.config
     c = target._c()
     name = tx.name
+    run_id = uuid.uuid4().hex[:12]
     with tempfile.TemporaryDirectory(prefix="mldeploy-transform-") as work:
         with materialize(model_uri) as model_dir:  # fetched once, removed after the build
             artifact = Artifact.pack(model_dir, Path(work))
@@ -117,24 +125,18 @@ def run(target: Any, tx: Transaction, model_uri: str, job: Any) -> Transform:
                 pusher = c.push_image or functools.partial(_image.ecr_push, ecr=c["ecr"])
                 _image.ensure_image(c, image, c.build_image or images.docker_build, pusher,
                                     target.progress)
-        d = build_desired(cfg, name, model_uri, artifact, target._bucket(), None,
-                          built_image=image.reference if image else None)
+        d = _for_this_job(build_desired(cfg, name, model_uri, artifact, target._bucket(), None,
+                                        built_image=image.reference if image else None),
+                          name, run_id)
         tx.on_failure(functools.partial(_on_failure, target, tx))
         if d.uploads:
             target._upload(tx, c, d, set())
     sm = c["sagemaker"]
-    with aws_errors(f"create model {d.model_name}"):
-        try:
-            arn = sm.create_model(**d.model_request)["ModelArn"]
-            target.progress(f"created model {d.model_name}")
-        except Exception as exc:  # left by an earlier run: adopt it into this one
-            if "already exist" not in str(exc):
-                raise
-            arn = sm.describe_model(ModelName=d.model_name)["ModelArn"]
-            target.progress(f"reusing model {d.model_name}")
+    arn, adopted = aws.create_or_adopt(c, "model", d.model_request)
+    target.progress(f"{'reusing' if adopted else 'created'} model {d.model_name}")
     target._record(tx, c, Resource("model", arn))
 
-    job_name = f"{name[:50]}-{uuid.uuid4().hex[:12]}"
+    job_name = f"{name[:50]}-{run_id}"
     request = spec.request(job_name, d.model_name, d.model_request["Tags"])
     with aws_errors(f"create transform job {job_name}"):
         job_arn = sm.create_transform_job(**request)["TransformJobArn"]
@@ -161,6 +163,19 @@ def run(target: Any, tx: Transaction, model_uri: str, job: Any) -> Transform:
                      removed=tuple(removed), leftover=tuple(leftover),
                      details={"job_name": job_name, "job_arn": job_arn,
                               "seconds": round(time.monotonic() - target._started, 1)})
+
+
+def _for_this_job(d: Desired, name: str, run_id: str) -> Desired:
+    """The model and artifact of one job, named after the job: two jobs of the same model
+    (the same transform run twice at once) each remove only their own when they end."""
+    model_name = derived_name(name, "m", digest([d.model_name, run_id]))
+    request = {**d.model_request, "ModelName": model_name,
+               "PrimaryContainer": dict(d.model_request["PrimaryContainer"])}
+    key = d.key
+    if d.uploads:
+        key = d.key.replace("/model.tar.gz", f"/{run_id}/model.tar.gz")
+        request["PrimaryContainer"]["ModelDataUrl"] = f"s3://{d.bucket}/{key}"
+    return dataclasses.replace(d, model_name=model_name, model_request=request, key=key)
 
 
 def wait(c: aws.Clients, job_name: str, *, timeout: float | None, poll: float,

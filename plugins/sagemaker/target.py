@@ -222,22 +222,11 @@ class SageMakerTarget(Target):
                      in_use: set[str]) -> None:
         """Bucket, artifact, model and endpoint config: created if absent, adopted if left over
         by an earlier run (exists but serves nothing), kept out of ``tx`` if serving."""
-        sm = c["sagemaker"]
         if d.uploads:
             self._upload(tx, c, d, in_use)
-        for kind, name, create, describe, arn_key in (
-                ("model", d.model_name, sm.create_model, sm.describe_model, "ModelArn"),
-                ("endpoint-config", d.config_name, sm.create_endpoint_config,
-                 sm.describe_endpoint_config, "EndpointConfigArn")):
-            request = d.model_request if kind == "model" else d.config_request
-            key = "ModelName" if kind == "model" else "EndpointConfigName"
-            with aws_errors(f"create {kind} {name}"):
-                try:
-                    arn, adopted = create(**request)[arn_key], False
-                except Exception as exc:  # left by an earlier run of the same command?
-                    if "already exist" not in str(exc):
-                        raise
-                    arn, adopted = describe(**{key: name})[arn_key], True
+        for kind, name, request in (("model", d.model_name, d.model_request),
+                                    ("endpoint-config", d.config_name, d.config_request)):
+            arn, adopted = aws.create_or_adopt(c, kind, request)
             if kind == "endpoint-config" or name not in in_use:
                 self._record(tx, c, Resource(kind, arn))
             self.progress(f"{'reusing' if adopted else 'created'} {kind} {name}")
