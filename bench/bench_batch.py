@@ -117,15 +117,22 @@ def case_mldeploy(fmt: str, src: str, out: str, workers: int, engine: str = "loc
         result = ms.run_batch(_options(src, out, engine), str(MODEL), spark=spark)
         seconds = time.perf_counter() - t0
         t1 = time.perf_counter()  # the same job again in the same session: the steady state
-        ms.run_batch(_options(src, out + ".warm", engine), str(MODEL), spark=spark)
+        again = _again(out)
+        ms.run_batch(_options(src, again, engine), str(MODEL), spark=spark)
         warm = time.perf_counter() - t1
-        shutil.rmtree(out + ".warm", ignore_errors=True)
+        shutil.rmtree(again, ignore_errors=True)
         spark.stop()
         return {"rows": result.rows_written, "seconds": seconds, "startup": startup,
                 "warm": warm}
     result = mldeploy.predict(str(MODEL), src, out, keep=["id"], chunk_rows=CHUNK,
                               workers=workers, progress=False)
     return {"rows": result.rows_written, "seconds": time.perf_counter() - t0}
+
+
+def _again(out: str) -> str:
+    """Where the second (warm) job of a Spark case writes: OUT-again.EXT."""
+    stem, dot, ext = out.rpartition(".")
+    return f"{stem}-again.{ext}" if dot else out + "-again"
 
 
 def _options(src: str, out: str, engine: str):
@@ -149,9 +156,10 @@ def case_spark_udf(fmt: str, src: str, out: str) -> dict:
     seconds = time.perf_counter() - t0
     t1 = time.perf_counter()  # the same job again in the same session: the steady state
     udf = mlflow.pyfunc.spark_udf(spark, str(MODEL), result_type="long", env_manager="local")
-    df.select("id", udf(*FEATURES).alias("prediction")).write.parquet(out + ".warm")
+    again = _again(out)
+    df.select("id", udf(*FEATURES).alias("prediction")).write.parquet(again)
     warm = time.perf_counter() - t1
-    shutil.rmtree(out + ".warm", ignore_errors=True)
+    shutil.rmtree(again, ignore_errors=True)
     rows = spark.read.parquet(out).count()
     spark.stop()
     return {"rows": rows, "seconds": seconds, "startup": startup, "warm": warm}
