@@ -1,19 +1,26 @@
 """The compose target on the real Compose (``docker compose`` v2, installed by
 scripts/install-compose.sh) and the real Docker engine: the conformance suite, replace under a
 steady client with 0 failed requests, a failed replace that leaves the old service serving and
-removes exactly what it made, delete with nothing left, and Compose's own ``config`` accepting
-the generated project. Projects run with ``network_mode: host`` on 127.0.0.1 ports from 22000-22999
-(no bridge networks here); every image is local (``pull=never``)."""
+removes exactly what it made, delete with nothing left, Compose's own ``config`` accepting the
+generated project, PostgreSQL with its secret and volume, and the whole stack end to end
+(PostgreSQL, an S3 store, the MLflow tracking server on both, Prometheus) from the offline images
+of ``mldeploy.plugins.compose.testing`` (built in the background by
+scripts/build-compose-test-images.sh, which scripts/test.sh starts). Projects run with
+``network_mode: host`` on 127.0.0.1 ports from 22200-22999 (no bridge networks here); every
+image is local (``pull=never``)."""
 
 from __future__ import annotations
 
 import dataclasses
 import http.client
 import json
+import os
 import shutil
 import socket
 import subprocess
 import threading
+import time
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -187,14 +194,53 @@ def test_compose_itself_accepts_the_generated_project(make, projects, compose):
         assert "${MODEL_" not in out and "${PUBLISH" not in out, "Compose interpolated .env"
 
 
-@pytest.fixture(scope="session")
-def postgres_image(docker_engine: Any) -> str:
-    from mldeploy.plugins.compose.testing import ImageUnavailable, postgres_image
+IMAGES_WAIT = float(os.environ.get("MLDEPLOY_COMPOSE_IMAGES_WAIT", "1500"))
+MARKERS = Path(__file__).resolve().parents[1] / ".cache" / "compose-test-images"
 
+
+def _building(marker: Path) -> bool:
+    """scripts/build-compose-test-images.sh --background is still at work: its marker names a
+    live process (or was written by --background moments ago, before the builder's pid)."""
     try:
-        return postgres_image()
+        text, age = marker.read_text().strip(), time.time() - marker.stat().st_mtime
+    except OSError:
+        return False
+    if not text:
+        return age < 60
+    try:
+        os.kill(int(text), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@pytest.fixture(scope="session")
+def stack_images(base_image: str, docker_engine: Any) -> dict[str, str]:
+    """The offline Debian (PostgreSQL, Prometheus) and Python (tracking server, S3 store) images:
+    waits while scripts/test.sh's background build runs, then builds what is still missing
+    (nothing, once it is done)."""
+    from mldeploy.plugins.compose.testing import ImageUnavailable, build_all
+
+    deadline = time.monotonic() + IMAGES_WAIT
+    while _building(MARKERS / "building"):
+        if time.monotonic() > deadline:
+            pytest.fail(f"scripts/build-compose-test-images.sh still builds after "
+                        f"{IMAGES_WAIT:.0f} s (MLDEPLOY_COMPOSE_IMAGES_WAIT); its log: "
+                        f"{MARKERS / 'log'}")
+        time.sleep(3)
+    try:
+        return {what: ref for what, (ref, _s) in build_all(base_image).items()}
     except ImageUnavailable as exc:
-        pytest.skip(f"no offline PostgreSQL image: {exc}")
+        pytest.skip(f"no offline images for the stack's services: {exc}")
+
+
+def _override(tmp_path: Path, images: dict[str, str], services: set[str]) -> Path:
+    from mldeploy.plugins.compose.testing import override, overrides
+
+    return override(tmp_path / "offline.yaml",
+                    overrides(images["debian"], images["python"], services))
 
 
 def _container(docker_engine: Any, project: str, service: str) -> Any:
@@ -204,11 +250,8 @@ def _container(docker_engine: Any, project: str, service: str) -> Any:
 
 
 def test_postgres_with_its_secret_and_volume(make, docker_engine, projects, tmp_path,
-                                             postgres_image):
-    from mldeploy.plugins.compose.testing import override
-
-    ov = override(tmp_path / "offline.yaml",
-                  {"postgres": {"image": postgres_image, "pull_policy": "never"}})
+                                             stack_images):
+    ov = _override(tmp_path, stack_images, {"postgres"})
     target = make(**{"with": "postgres", "override_files": [str(ov)],
                      "secrets": {"api_token": "tok-4711"}})
     dep = target.create("pg", str(example_model_dir()))
@@ -242,78 +285,6 @@ def test_postgres_with_its_secret_and_volume(make, docker_engine, projects, tmp_
     assert not (projects / "pg").exists()
 
 
-@pytest.fixture(scope="session")
-def tracking_image(base_image: str) -> str:
-    _opt_in("the tracking server image (~7 min cold: the wheelhouse of mlflow's server)")
-    from mldeploy.plugins.compose.testing import ImageUnavailable, tracking_image
-
-    try:
-        return tracking_image(base_image)
-    except ImageUnavailable as exc:
-        pytest.skip(f"no offline tracking server image: {exc}")
-
-
-def test_model_registered_in_the_stacks_tracking_server_deploys_into_it(
-        make, docker_engine, projects, tmp_path, postgres_image, tracking_image, monkeypatch):
-    """End to end: the stack's own MLflow tracking server (on its PostgreSQL) holds the model;
-    ``models:/clf@champion`` from it replaces the model service of the same stack."""
-    mlflow = pytest.importorskip("mlflow")
-    from mldeploy.plugins.compose.testing import override
-
-    # the test image runs as the builder's non-root user; the official image runs as root and
-    # needs no override for its artifacts volume
-    ov = override(tmp_path / "offline.yaml", {
-        "postgres": {"image": postgres_image, "pull_policy": "never"},
-        "tracking": {"image": tracking_image, "pull_policy": "never", "user": "0:0"}})
-    target = make(**{"with": "tracking,postgres", "override_files": [str(ov)]})
-    dep = target.create("stack", str(example_model_dir()))
-    assert dep.status is Status.READY, dep.failure_reason
-    assert dep.details["services"]["tracking"] == "running (healthy)"
-    uri = f"http://127.0.0.1:{target._load('stack').ports['tracking']}"
-    model_env = _container(docker_engine, "mldeploy-stack", "model-blue").attrs["Config"]["Env"]
-    assert f"MLFLOW_TRACKING_URI={uri}" in model_env  # the model service knows its registry
-
-    client = mlflow.MlflowClient(tracking_uri=uri)
-    exp = client.create_experiment("compose-e2e")
-    run = client.create_run(exp)
-    client.log_artifacts(run.info.run_id, str(example_model_dir()), "model")
-    client.set_terminated(run.info.run_id)
-    client.create_registered_model("clf")
-    version = client.create_model_version("clf", f"{run.info.artifact_uri}/model",
-                                          run.info.run_id)
-    client.set_registered_model_alias("clf", "champion", version.version)
-
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    dep = target.replace("stack", "models:/clf@champion")
-    assert dep.status is Status.READY and dep.model_uri == "models:/clf@champion"
-    assert dep.details["active"] == "model-green"
-    assert _post(int(target.config.publish.rpartition(":")[2])) == (
-        200, {"predictions": [1, 1, 0]})
-    gone = make(volumes=True).delete("stack")
-    assert {"container", "volume", "project-dir"} <= {r.kind for r in gone.removed}
-    assert _inventory(docker_engine, projects) == set()
-
-
-@pytest.fixture(scope="session")
-def prometheus_image(docker_engine: Any) -> str:
-    _opt_in("the Prometheus image (~3 min cold, from Debian's packages)")
-    from mldeploy.plugins.compose.testing import ImageUnavailable, prometheus_image
-
-    try:
-        return prometheus_image()
-    except ImageUnavailable as exc:
-        pytest.skip(f"no offline Prometheus image: {exc}")
-
-
-def _opt_in(what: str) -> None:
-    """The stack's heavier images are built in the long tier only (``tox -e integration`` sets
-    MLDEPLOY_TEST_COMPOSE_STACK=1), so CI on a fresh machine stays within its time."""
-    import os
-
-    if os.environ.get("MLDEPLOY_TEST_COMPOSE_STACK") != "1":
-        pytest.skip(f"{what}: set MLDEPLOY_TEST_COMPOSE_STACK=1 (tox -e integration does)")
-
-
 def _get_json(url: str) -> Any:
     import urllib.request
 
@@ -321,31 +292,112 @@ def _get_json(url: str) -> Any:
         return json.loads(resp.read())
 
 
-def test_prometheus_scrapes_the_model_service(make, docker_engine, projects, tmp_path,
-                                              prometheus_image):
-    import time
-    import urllib.parse
+def _under_load(port: int, action: Any) -> tuple[Any, list[int | str]]:
+    """``action()`` while a client posts to ``port`` without pause; every answer's status (or
+    exception name)."""
+    results: list[int | str] = []
+    stop = threading.Event()
 
-    from mldeploy.plugins.compose.testing import override
+    def client() -> None:
+        while not stop.is_set():
+            try:
+                results.append(_post(port)[0])
+            except Exception as exc:  # noqa: BLE001 - counted as a failed request
+                results.append(type(exc).__name__)
 
-    ov = override(tmp_path / "offline.yaml",
-                  {"metrics": {"image": prometheus_image, "pull_policy": "never"}})
-    target = make(**{"with": "metrics", "override_files": [str(ov)]})
-    dep = target.create("prom", str(example_model_dir()))
-    assert dep.status is Status.READY, dep.failure_reason
-    state = target._load("prom")
-    assert _post(int(target.config.publish.rpartition(":")[2]))[0] == 200
-    base = f"http://127.0.0.1:{state.ports['metrics']}"
+    thread = threading.Thread(target=client, daemon=True)
+    thread.start()
+    try:
+        return action(), results
+    finally:
+        stop.set()
+        thread.join(60)
+
+
+def _scraped(base: str, color: str) -> tuple[list[Any], list[Any]]:
+    """Prometheus' active targets and its count of ``color``'s answered invocations, once it
+    scrapes ``color`` alone (it re-reads the target file every 5 s) or after 90 s."""
     query = urllib.parse.quote('mldeploy_requests_total{route="/invocations",status="200"}')
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 90
+    targets: list[Any] = []
     found: list[Any] = []
-    while time.monotonic() < deadline and not found:
+    while time.monotonic() < deadline and not (found and len(targets) == 1):
         targets = _get_json(f"{base}/api/v1/targets")["data"]["activeTargets"]
-        if targets and targets[0]["health"] == "up":
-            found = _get_json(f"{base}/api/v1/query?query={query}")["data"]["result"]
+        if any(t["health"] == "up" and t["labels"].get("color") == color for t in targets):
+            found = [r for r in _get_json(f"{base}/api/v1/query?query={query}")["data"]["result"]
+                     if r["metric"].get("color") == color]
         time.sleep(1)
-    assert targets[0]["labels"]["color"] == "blue"
-    assert targets[0]["scrapeUrl"] == f"http://127.0.0.1:{state.models['blue'].port}/metrics"
-    assert found and float(found[0]["value"][1]) >= 1, "the invocation was scraped"
-    make(volumes=True).delete("prom")
+    return targets, found
+
+
+def test_full_stack_end_to_end(make, docker_engine, projects, tmp_path, stack_images,
+                               monkeypatch):
+    """The whole stack from the offline images: PostgreSQL, the S3 store, the tracking server
+    on both, Prometheus. The example model is registered in the stack's tracking server (its
+    files land in the store's bucket), ``models:/clf@champion`` replaces the model service
+    under a steady client, a broken replace leaves it serving, delete leaves nothing running
+    and the data volumes only until ``volumes=true``."""
+    mlflow = pytest.importorskip("mlflow")
+    boto3 = pytest.importorskip("boto3")
+    wanted = {"tracking", "postgres", "artifacts", "metrics"}
+    ov = _override(tmp_path, stack_images, wanted)
+    target = make(**{"with": ",".join(sorted(wanted)), "override_files": [str(ov)]})
+    port = int(target.config.publish.rpartition(":")[2])
+    dep = target.create("stack", str(example_model_dir()))
+    assert dep.status is Status.READY, dep.failure_reason
+    assert {s: dep.details["services"][s] for s in wanted} == dict.fromkeys(
+        wanted, "running (healthy)")
+    ports = target._load("stack").ports
+    uri = f"http://127.0.0.1:{ports['tracking']}"
+    model_env = _container(docker_engine, "mldeploy-stack", "model-blue").attrs["Config"]["Env"]
+    assert f"MLFLOW_TRACKING_URI={uri}" in model_env  # the model service knows its registry
+
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    run = client.create_run(client.create_experiment("compose-e2e"))
+    client.log_artifacts(run.info.run_id, str(example_model_dir()), "model")
+    client.set_terminated(run.info.run_id)
+    client.create_registered_model("clf")
+    version = client.create_model_version("clf", f"{run.info.artifact_uri}/model",
+                                          run.info.run_id)
+    client.set_registered_model_alias("clf", "champion", version.version)
+    s3 = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{ports['artifacts']}",
+                      region_name="us-east-1", aws_access_key_id="any",
+                      aws_secret_access_key="any")
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket="mlflow").get("Contents", [])]
+    assert any(k.endswith(f"{run.info.run_id}/artifacts/model/MLmodel") for k in keys), keys
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    dep, results = _under_load(port, lambda: target.replace("stack", "models:/clf@champion"))
+    assert dep.status is Status.READY and dep.model_uri == "models:/clf@champion"
+    assert dep.details["active"] == "model-green"
+    assert len(results) > 5, "the client ran during the replace"
+    failed = [r for r in results if r != 200]
+    assert failed == [], f"{len(failed)} of {len(results)} requests failed: {failed[:5]}"
+    assert _post(port) == (200, {"predictions": [1, 1, 0]})
+    targets, found = _scraped(f"http://127.0.0.1:{ports['metrics']}", "green")
+    assert [t["scrapeUrl"] for t in targets] == [
+        f"http://127.0.0.1:{target._load('stack').models['green'].port}/metrics"]
+    assert found and float(found[0]["value"][1]) >= 1, "Prometheus scraped the new service"
+
+    before = _inventory(docker_engine, projects)
+    _break(target, "broken-on-purpose")
+    with pytest.raises(DeploymentFailedError) as info:
+        target.replace("stack", str(example_model_dir()))
+    assert "model-blue did not become healthy" in info.value.message
+    assert _inventory(docker_engine, projects) == before, "removes exactly what it created"
+    assert _post(port) == (200, {"predictions": [1, 1, 0]})
+    assert target.get("stack").model_uri == "models:/clf@champion"
+
+    volumes = {f"mldeploy-stack_{v}" for v in ("postgres-data", "artifacts-data",
+                                                "metrics-data")}
+    gone = target.delete("stack")
+    assert gone.existed and {r.kind for r in gone.removed} == {"container"}
+    assert not docker_engine.containers.list(
+        all=True, filters={"label": "com.docker.compose.project=mldeploy-stack"})
+    assert volumes <= {v.name for v in docker_engine.volumes.list()}, "data kept by default"
+    with pytest.raises(OSError):
+        _post(port)
+    again = make(volumes=True).delete("stack")
+    assert {Resource("volume", v) for v in volumes} <= set(again.removed)
+    assert not volumes & {v.name for v in docker_engine.volumes.list()}
     assert _inventory(docker_engine, projects) == set()

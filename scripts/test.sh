@@ -21,6 +21,7 @@ if [ -f scripts/install-docker.sh ] && [ "${MLDEPLOY_SKIP_DOCKER_INSTALL:-0}" !=
 fi
 
 bash scripts/install-compose.sh >/dev/null || echo "scripts/test.sh: Docker Compose not installed; compose tests will skip" >&2
+[ "${MLDEPLOY_SKIP_COMPOSE_IMAGES:-0}" = 1 ] || bash scripts/build-compose-test-images.sh --background || true  # offline stack images, awaited by integration/test_compose_live.py
 
 if [ "${MLDEPLOY_SKIP_LOCALSTACK_INSTALL:-0}" != 1 ]; then
     bash scripts/install-localstack.sh || echo "scripts/test.sh: LocalStack not installed; its tests will skip" >&2

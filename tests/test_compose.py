@@ -112,6 +112,16 @@ def test_optional_services_wait_for_each_other():
     assert targets[0]["targets"] == ["model-blue:8080"]
 
 
+@pytest.mark.parametrize(("mode", "address"), [("bridge", ":9000"), ("host", "127.0.0.1:22102")])
+def test_the_stores_health_check_asks_the_stores_own_address(mode, address):
+    cfg, st = _state(mode, with_=ALL)
+    store = pj.render(cfg, st, {}).compose["services"]["artifacts"]
+    assert store["entrypoint"][-1].endswith(f"--address {address}")
+    assert store["healthcheck"]["test"] == ["CMD", "mc", "ready", "local"]
+    port = address.rpartition(":")[2]
+    assert store["environment"]["MC_HOST_local"] == f"http://127.0.0.1:{port}"
+
+
 def test_secrets_are_0600_files_never_inline(tmp_path):
     target = ComposeTarget({"projects_dir": str(tmp_path), "with": "tracking,postgres,artifacts",
                             "secrets": {"api_token": "s3cr3t-value-123"}})

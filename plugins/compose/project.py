@@ -307,8 +307,10 @@ def _artifacts(config: ComposeConfig, state: ProjectState) -> dict[str, Any]:
         "image": config.image_of("artifacts"), "restart": "unless-stopped",
         "entrypoint": ["sh", "-c", f"mkdir -p /data/{BUCKET} && exec minio server /data "
                                    f"--address {listen}"],
+        # mc's alias "local" for the health check: the server's own address, not :9000
         "environment": {"MINIO_ROOT_USER_FILE": "artifacts_user",
-                        "MINIO_ROOT_PASSWORD_FILE": "artifacts_password"},
+                        "MINIO_ROOT_PASSWORD_FILE": "artifacts_password",
+                        "MC_HOST_local": f"http://127.0.0.1:{port}"},
         "secrets": ["artifacts_user", "artifacts_password"],
         "volumes": ["artifacts-data:/data"],
         "healthcheck": _health(["CMD", "mc", "ready", "local"], "30s"),

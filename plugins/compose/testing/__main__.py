@@ -1,0 +1,5 @@
+import sys
+
+from mldeploy.plugins.compose.testing import _main
+
+sys.exit(_main(sys.argv[1:]))
