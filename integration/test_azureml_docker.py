@@ -306,3 +306,55 @@ def test_a_second_delete_finds_nothing_and_no_container_is_left(plane, docker_en
     assert not second.existed
     assert not [c for c in _own(docker_engine, plane)
                 if c.labels[_docker.DEPLOYMENT_LABEL].startswith("del-ep/")]
+
+
+# -- 3. the image builder's image pushed to a registry with ACR's token exchange ------------------
+
+@pytest.fixture
+def acr(world, docker_engine):
+    from mldeploy.plugins.azureml.testing._acr import FakeACR
+
+    registry = FakeACR(world.cert, world.key, {world.token}).start()
+    yield registry
+    registry.stop()
+    for image in docker_engine.images.list(name=f"{registry.login_server}/*"):
+        for tag in image.tags:  # untag only what this registry's pushes named
+            if tag.startswith(registry.login_server + "/"):
+                docker_engine.images.remove(tag)
+
+
+def test_built_image_is_pushed_with_acr_tokens_and_run_by_digest(plane, acr, docker_engine,
+                                                                  base_image):
+    target = make_target(image=None, registry=acr.login_server,
+                         build={"base_image": base_image})
+    target.create("push-ep", str(example_model_dir()))
+    env_id = plane.deployments[("push-ep", "blue")]["properties"]["environmentId"]
+    env = plane.environments[tuple(env_id.split("/environments/")[1].split("/versions/"))]
+    pushed = env["properties"]["image"]
+    repo, _, digest = pushed.partition("@")
+    assert repo == f"{acr.login_server}/push-ep" and digest.startswith("sha256:")
+    assert acr.exchanges == [200]  # the Azure AD token exchanged once for a refresh token
+    assert acr.refused  # the engine was challenged and came back with a bearer token
+    assert digest in acr.tags("push-ep").values()
+    assert pushed in docker_engine.images.get(pushed).attrs["RepoDigests"]
+    (c,) = [c for c in _own(docker_engine, plane)
+            if c.labels[_docker.DEPLOYMENT_LABEL] == "push-ep/blue"]
+    assert c.attrs["Config"]["Image"] == pushed  # run by the pushed reference, never pulled
+    assert not acr.pulled
+    assert isinstance(_predict(target, "push-ep"), list)
+
+
+def test_a_refused_aad_token_is_one_clear_error(plane, acr, base_image):
+    from mldeploy.errors import MldeployError
+
+    acr.aad_tokens = {"only-another-tenants-token"}
+    before = plane.inventory()
+    target = make_target(image=None, registry=acr.login_server,
+                         build={"base_image": base_image})
+    with pytest.raises(MldeployError) as info:
+        target.create("stale-ep", str(example_model_dir()))
+    err = info.value
+    assert "refused the Azure AD token (401" in err.message
+    assert "az login" in (err.hint or "")
+    assert plane.token not in str(err) and plane.token not in (err.hint or "")
+    assert acr.exchanges == [401] and plane.inventory() == before
