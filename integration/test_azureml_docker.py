@@ -25,7 +25,7 @@ from mldeploy.errors import DeploymentFailedError  # noqa: E402
 from mldeploy.plugins.azureml import testing as kit  # noqa: E402
 from mldeploy.plugins.azureml.testing import _docker  # noqa: E402
 from mldeploy.testing.aws import free_port  # noqa: E402
-from mldeploy.testing.conformance import example_model_dir  # noqa: E402
+from mldeploy.testing.conformance import TargetConformance, example_model_dir  # noqa: E402
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 ROOT = Path(__file__).resolve().parent.parent
@@ -170,6 +170,24 @@ def make_target(**cfg: Any) -> Any:
               "timeout_seconds": 300, "liveness_probe": FAST_PROBE,
               "readiness_probe": FAST_PROBE, **cfg}
     return AzureMLTarget(config, location=LOCATION)
+
+
+class TestAzureMLDockerConformance(TargetConformance):
+    """The shared conformance suite with every deployment a real container."""
+
+    @pytest.fixture
+    def target(self, plane):
+        return make_target()
+
+    @pytest.fixture
+    def inventory(self, plane):
+        return plane.inventory
+
+    @pytest.fixture
+    def fail_next_deploy(self, plane):
+        def fail(reason: str) -> None:
+            plane.fail_next = reason
+        return fail
 
 
 def _predict(target: Any, name: str) -> list[Any]:
