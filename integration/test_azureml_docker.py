@@ -329,10 +329,10 @@ def test_a_second_delete_finds_nothing_and_no_container_is_left(plane, docker_en
 # -- 3. the image builder's image pushed to a registry with ACR's token exchange ------------------
 
 @pytest.fixture
-def acr(world, docker_engine):
+def acr(plane, docker_engine):
     from mldeploy.plugins.azureml.testing._acr import FakeACR
 
-    registry = FakeACR(world.cert, world.key, {world.token}).start()
+    registry = FakeACR(plane.cert, plane.key, {plane.token}).start()
     yield registry
     registry.stop()
     for image in docker_engine.images.list(name=f"{registry.login_server}/*"):
