@@ -2,6 +2,10 @@
 
 Precedence: explicit argument (CLI flag) > environment variable > default. The environment names
 are SageMaker's where SageMaker defines one, ``MLDEPLOY_*`` otherwise.
+
+The model: ``--model`` > ``MLDEPLOY_MODEL_URI`` > the model Azure ML mounted (``AZUREML_MODEL_DIR``
+set: the one ``MLmodel`` at that directory or in a folder directly under it) > ``/opt/ml/model``
+(SageMaker's path, where images also bake the model in).
 """
 
 from __future__ import annotations
@@ -9,11 +13,15 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
+from pathlib import Path
 
 from .engines import DEFAULT_ENGINE
 from .engines import ENGINE_NAMES as ENGINES
 
 DEFAULT_MODEL_DIR = "/opt/ml/model"
+# Azure ML mounts a deployment's model under /var/azureml-app/azureml-models/<name>/<version> and
+# points this variable there; a model registered from a folder sits one level down.
+AZUREML_MODEL_DIR = "AZUREML_MODEL_DIR"
 DEFAULT_PORT = 8080
 DEFAULT_TIMEOUT_SECONDS = 60.0
 DEFAULT_MAX_REQUEST_BYTES = 6 * 1024 * 1024  # SageMaker real-time payload limit
@@ -127,6 +135,8 @@ class ServerSettings:
             raw = env.get(env_name, "").strip() if env_name else ""
             if raw:
                 values[name] = _convert(name, raw, field.type, f"environment variable {env_name}")
+        if "model_uri" not in values and env.get(AZUREML_MODEL_DIR, "").strip():
+            values["model_uri"] = azureml_model(env[AZUREML_MODEL_DIR].strip())
         values.setdefault("workers", os.cpu_count() or 1)
         if isinstance(values.get("preload"), str):
             mode = str(values["preload"]).strip().lower()
@@ -189,6 +199,31 @@ class ServerSettings:
         if self.metrics == "off" or self.metrics_port in (0, self.port):
             return None
         return self.metrics_port
+
+
+def azureml_model(root: str) -> str:
+    """The MLflow model directory in Azure ML's model mount ``root`` (``AZUREML_MODEL_DIR``):
+    ``root`` itself when it holds an ``MLmodel``, else the one folder directly under it that
+    does. None or several is a :class:`SettingsError` naming the path."""
+    base = Path(root)
+    if (base / "MLmodel").is_file():
+        return str(base)
+    if not base.is_dir():
+        raise SettingsError(f"{AZUREML_MODEL_DIR}={root} is not a directory: Azure ML mounts "
+                            "the deployment's model there; check the deployment names a model")
+    try:
+        found = sorted(p.parent for p in base.glob("*/MLmodel") if p.is_file())
+    except OSError as exc:
+        raise SettingsError(f"cannot read {AZUREML_MODEL_DIR}={root}: {exc.strerror}") from None
+    if len(found) == 1:
+        return str(found[0])
+    if not found:
+        raise SettingsError(f"no MLflow model (MLmodel file) in {AZUREML_MODEL_DIR}={root} nor "
+                            "in a folder directly under it: register the model as an "
+                            "mlflow_model asset from the MLflow model's folder")
+    raise SettingsError(f"{len(found)} MLflow models under {AZUREML_MODEL_DIR}={root} ("
+                        + ", ".join(p.name for p in found) + "): set MLDEPLOY_MODEL_URI to "
+                        "the one to serve")
 
 
 def _convert(name: str, value: object, type_name: object, source: str) -> object:

@@ -337,3 +337,30 @@ def test_mlflow_deployments_client(plane, tmp_path):
     assert updated["flavor"] and updated["name"] == "mlflow-ep"
     assert "mlflow-ep" in [d["name"] for d in client.list_deployments()]
     client.delete_deployment("mlflow-ep")
+
+
+def test_registry_uri_names_the_model_asset_and_delete_removes_it(plane, tmp_path, monkeypatch):
+    pytest.importorskip("mlflow")
+    from mlflow import MlflowClient
+
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", store)
+    client = MlflowClient(store, store)
+    run = client.create_run(client.create_experiment("azure")).info
+    for version, model in ((1, "classifier"), (2, "classifier_v2")):
+        client.log_artifacts(run.run_id, str(example_model_dir(model)), f"model{version}")
+    client.create_registered_model("Churn Model")
+    for version in (1, 2):
+        client.create_model_version("Churn Model", f"{run.artifact_uri}/model{version}",
+                                    run_id=run.run_id)
+    target = make_target()
+    dep = target.create("reg-ep", "models:/Churn Model/1")
+    assert any(r.id.endswith("/models/Churn-Model/versions/1") for r in dep.resources)
+    stored = plane.models["Churn-Model"]["1"]["properties"]
+    assert stored["tags"]["mldeploy.model-uri"] == "models:/Churn Model/1"
+    target.replace("reg-ep", "models:/Churn Model/2")
+    assert set(plane.models["Churn-Model"]) == {"1", "2"}
+    gone = target.delete("reg-ep")
+    assert not gone.leftover and "Churn-Model" not in plane.models
+    assert not target.delete("reg-ep").existed

@@ -230,3 +230,14 @@ def test_the_deployment_sets_only_settings_the_serving_container_reads():
     names = set(dep.environment_variables or {})
     assert names and names <= set(ENV_NAMES.values())
     assert dep.environment_variables[ENV_NAMES["port"]] == "8080"
+
+
+def test_no_wait_is_not_offered_the_target_waits_and_says_so():
+    from mldeploy.plugins.azureml.target import AzureMLTarget
+    from mldeploy.target import Capability
+
+    said = []
+    target = AzureMLTarget({}, location="s/r/w", progress=lambda e: said.append(e.message))
+    assert Capability.NO_WAIT not in target.capabilities
+    assert target._effective_wait(False) is True
+    assert said == ["the azureml target always waits until the change is ready"]

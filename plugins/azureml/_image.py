@@ -39,14 +39,33 @@ def request(cfg: AzureMLConfig, name: str, model_uri: str, model_dir: Path,
 
 def acr_refresh_token(login_server: str, aad_token: str, http: Any) -> str:
     """Exchange an Azure AD access token for an ACR refresh token (the password that goes with
-    :data:`ACR_USER`)."""
-    resp = http.post(f"https://{login_server}/oauth2/exchange",
-                     data={"grant_type": "access_token", "service": login_server,
-                           "access_token": aad_token}, timeout=60)
+    :data:`ACR_USER`). A refused token is one :class:`BuildError` that says what to do; the
+    token never appears in it."""
+    import requests
+
+    try:
+        resp = http.post(f"https://{login_server}/oauth2/exchange",
+                         data={"grant_type": "access_token", "service": login_server,
+                               "access_token": aad_token}, timeout=60)
+    except requests.RequestException as exc:
+        raise BuildError(f"cannot reach the container registry {login_server} "
+                         f"({type(exc).__name__})",
+                         hint="check -C registry (NAME.azurecr.io), the network, and "
+                              "REQUESTS_CA_BUNDLE if it uses a private CA") from None
+    if resp.status_code == 401:
+        raise BuildError(f"{login_server} refused the Azure AD token (401: expired, revoked or "
+                         "from another tenant)",
+                         hint="sign in again (az login) or check the identity "
+                              "DefaultAzureCredential uses (AZURE_CLIENT_ID, managed identity), "
+                              "then retry; -C image= deploys an image pushed already")
     if resp.status_code != 200:
         raise BuildError(f"{login_server} refused the Azure AD token ({resp.status_code})",
                          hint="the identity needs the AcrPush role on the registry")
-    return resp.json()["refresh_token"]
+    try:
+        return str(resp.json()["refresh_token"])
+    except (ValueError, KeyError, TypeError):
+        raise BuildError(f"{login_server} answered the token exchange without a refresh token",
+                         hint="check -C registry names an Azure Container Registry") from None
 
 
 def docker_push(req: ImageRequest, password: str, log: Log) -> str:

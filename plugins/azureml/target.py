@@ -229,10 +229,11 @@ class AzureMLTarget(Target):
             if ep is None or (ep.tags or {}).get(MANAGED_BY) != "mldeploy":
                 return Deletion(name, self.name, existed=False)
             removed = [Resource("deployment", d.id) for d in ops.deployments(name)]
+            models = ops.models_of(name)  # first: the deployments name the assets (models:/X/N)
             ops.delete_endpoint(name)
             removed.insert(0, Resource("endpoint", ep.id))
             leftover = []
-            for m in ops.models_of(name):
+            for m in models:
                 try:
                     ops.delete_model(m.name, m.version)
                     removed.append(Resource("model", m.id))

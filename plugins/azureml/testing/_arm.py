@@ -6,11 +6,17 @@ azure-ai-ml SDK calls), served over https on 127.0.0.1 for the real SDK.
   ``scoringUri``, ``traffic``...). An unknown route or api-version answers 501 and is recorded in
   :attr:`ControlPlane.unknown`, so a test fails loudly.
 - Long operations answer 201/202 with ``Azure-AsyncOperation`` and are polled.
-- A deployment is "run" the way Azure runs a custom container: the model version's files are
-  fetched from the blob store (Azurite) as Azure mounts them under
-  ``/var/azureml-app/azureml-models/<name>/<version>``, and mldeploy's real serving app answers
-  on 127.0.0.1; readiness is its ``/ping`` (the inference config's route). A model that fails to
-  load fails its probes and the deployment ends ``Failed``.
+- A deployment is run in one of two modes; in both the model version's files are read back from
+  the blob store (Azurite) into the layout Azure mounts under
+  ``/var/azureml-app/azureml-models/<name>/<version>`` (a folder-registered model one level
+  down). In-process (the default, fast): mldeploy's serving app answers on 127.0.0.1 from those
+  files; readiness is its ``/ping``. Docker (``docker=`` a docker SDK client,
+  :mod:`._docker`): the deployment's image runs on the real engine the way Azure runs a custom
+  container - no arguments, the deployment's environment variables, the files mounted read-only
+  at Azure's path with ``AZUREML_MODEL_DIR``, ``--network host`` on a port of its own on
+  127.0.0.1 - and is probed on the inference config's liveness/readiness routes with the
+  deployment's probe settings; ``get_logs`` is ``docker logs``. A model that fails to load
+  fails its probes and the deployment ends ``Failed``.
 - The endpoint's scoring URI is a router on 127.0.0.1 that checks the key (or token), honours
   ``azureml-model-deployment``, splits by ``traffic`` and copies ``mirror_traffic``.
 - ``IDENTITY_ENDPOINT``: a managed-identity token route (App Service convention) on plain http.
@@ -72,6 +78,10 @@ class Served:
     thread: threading.Thread
     model_dir: Path
     log: list[str] = field(default_factory=list)
+    score_path: str = "/invocations"
+
+    def log_lines(self) -> list[str]:
+        return self.log
 
     def stop(self) -> None:
         self.server.shutdown()
@@ -85,8 +95,11 @@ class ControlPlane:
 
     def __init__(self, cert: Path, key: Path, *, blob_url: str | None = None,
                  storage_suffix: str = "localhost:10000", location: str = "westeurope",
-                 token: str = "fake-aad-token", poll_rounds: int = 0) -> None:
+                 token: str = "fake-aad-token", poll_rounds: int = 0,
+                 docker: Any = None) -> None:
         self.cert, self.key = cert, key
+        self.docker = docker  # a docker SDK client: run each deployment's image (Docker mode)
+        self.provision_timeout = 180.0  # seconds a container may take to pass its readiness
         # the deployments' 'disks' (model files read back from blob storage), made now: the
         # caller's TMPDIR holds only its own downloads
         self._disks = tempfile.mkdtemp(prefix="mldeploy-azfake-")
@@ -143,6 +156,10 @@ class ControlPlane:
         for s in list(self.served.values()):
             s.stop()
         self.served.clear()
+        if self.docker is not None:
+            from mldeploy.plugins.azureml.testing import _docker
+
+            _docker.remove_own(self.docker, self)
         shutil.rmtree(self._disks, ignore_errors=True)
 
     # -- what tests look at -------------------------------------------------------------------
@@ -222,13 +239,16 @@ class ControlPlane:
             served = self._serve(d)
         except Exception as exc:  # noqa: BLE001
             props["provisioningState"] = "Failed"
+            if self.docker is not None:
+                d["_log"] = [*getattr(exc, "log", []), f"ERROR: {exc}"]
+                return str(exc)
             d["_log"] = [f"ERROR: the container failed its readiness probe: {exc}"]
             return f"readiness probe failed on /ping: {exc}"
         self._stop_served(ep, dep)
         with self.lock:
             self.served[(ep, dep)] = served
         props["provisioningState"] = "Succeeded"
-        d["_log"] = served.log
+        d["_log"] = served.log_lines()
         return None
 
     def _model_files(self, model_id: str, dst: Path) -> Path:
@@ -260,7 +280,11 @@ class ControlPlane:
             raise RuntimeError(f"no model files under {prefix}")
         return mount / Path(prefix).name
 
-    def _serve(self, d: dict[str, Any]) -> Served:
+    def _serve(self, d: dict[str, Any]) -> Any:
+        if self.docker is not None:
+            from mldeploy.plugins.azureml.testing import _docker
+
+            return _docker.run_deployment(self, d)
         from werkzeug.serving import make_server
 
         from mldeploy.container.engines.flask import create_app
@@ -383,7 +407,7 @@ class _ScoreHandler(_Base):
             served = plane.served.get((m["ep"], target.lower()))
             if served and random.uniform(0, 100) < pct:
                 try:
-                    requests.post(f"http://127.0.0.1:{served.port}/invocations", data=body,
+                    requests.post(f"http://127.0.0.1:{served.port}{served.score_path}", data=body,
                                   headers=headers, timeout=30)
                     plane.mirrored.append((m["ep"], target.lower()))
                 except requests.RequestException:
@@ -393,7 +417,7 @@ class _ScoreHandler(_Base):
             self._send(502, {"message": f"deployment {chosen} is not running"})
             return
         plane.scored.append((m["ep"], chosen))
-        r = requests.post(f"http://127.0.0.1:{served.port}/invocations", data=body,
+        r = requests.post(f"http://127.0.0.1:{served.port}{served.score_path}", data=body,
                           headers=headers, timeout=60)
         self._send(r.status_code, raw=r.content,
                    ctype=r.headers.get("Content-Type", "application/json"),
@@ -742,7 +766,8 @@ class _Routes:
         if dep is None:
             self._notfound(f"deployment {d}")
             return True
-        lines = dep.get("_log") or []
+        served = self.p.served.get((e.lower(), d.lower()))
+        lines = served.log_lines() if served is not None else dep.get("_log") or []
         tail = int((doc or {}).get("tail") or 100)
         self.h._send(200, {"content": "\n".join(lines[-tail:])})
         return True
