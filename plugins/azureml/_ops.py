@@ -19,16 +19,19 @@ from mldeploy.plugins.azureml.errors import scrub
 from mldeploy.target import Resource, Status
 from mldeploy.transaction import StepFailed, StepTimedOut, Transaction
 
-_REGISTRY = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+))?/?$")
+_REGISTRY = re.compile(r"^models:/(?P<name>[^/@]+)(?:@[^/]+|/(?P<ref>[^/]+))?(?:/.*)?$")
 
 
 def model_name(endpoint: str, model_uri: str) -> tuple[str, str | None]:
-    """The model asset's name and version: a registry URI's (``models:/NAME/3``), else the
-    endpoint's name and the next free version."""
+    """The model asset's name and version: a registry URI's name with its version
+    (``models:/NAME/3``), its name alone for an alias or a stage (``models:/NAME@champion``,
+    ``models:/NAME/latest``: the next free version), else the endpoint's name and the next free
+    version."""
     m = _REGISTRY.match(model_uri.strip())
     if m:
         name = re.sub(r"[^A-Za-z0-9_.-]", "-", m["name"])[:255].strip("-._") or endpoint
-        return name, m["version"]
+        ref = m["ref"]
+        return name, ref if ref is not None and ref.isdigit() else None
     return endpoint, None
 
 
@@ -81,32 +84,48 @@ class Ops:
         return list(self.ml.online_deployments.list(name))
 
     def models_of(self, name: str) -> list[Any]:
-        """The model versions mldeploy registered for endpoint ``name``."""
+        """The model versions mldeploy registered for endpoint ``name``, and the versions of
+        mldeploy's its deployments run (a ``models:/NAME/N`` another endpoint registered)."""
         from azure.core.exceptions import ResourceNotFoundError
 
+        names, running = self._models_run(name)
         out = []
-        for container in self._model_names(name):
+        for container in names:
             try:
                 versions = list(self.ml.models.list(name=container))
             except ResourceNotFoundError:
                 continue
-            out += [m for m in versions if (m.tags or {}).get(ENDPOINT_TAG) == name
-                    and (m.tags or {}).get(MANAGED_BY) == "mldeploy"]
+            out += [m for m in versions if (m.tags or {}).get(MANAGED_BY) == "mldeploy" and (
+                (m.tags or {}).get(ENDPOINT_TAG) == name or (m.name, str(m.version)) in running)]
         return sorted(out, key=lambda m: (m.name, str(m.version)))
 
-    def _model_names(self, name: str) -> set[str]:
-        names = {name}
+    def _models_run(self, name: str) -> tuple[set[str], set[tuple[str, str]]]:
+        """The model names to look in (the endpoint's own and its deployments') and the
+        ``(name, version)`` its deployments run."""
         from azure.core.exceptions import ResourceNotFoundError
 
+        names, running = {name}, set()
         try:
             for d in self.deployments(name):
                 model = d.model if isinstance(d.model, str) else getattr(d.model, "id", "") or ""
-                found = re.search(r"/models/([^/]+)/versions/", model or "")
+                found = re.search(r"/models/([^/]+)/versions/([^/]+)", model or "")
                 if found:
                     names.add(found[1])
+                    running.add((found[1], found[2]))
         except ResourceNotFoundError:
             pass
-        return names
+        return names, running
+
+    def used_elsewhere(self, name: str) -> set[tuple[str, str]]:
+        """``(model name, version)`` of the models the deployments of endpoints other than
+        ``name`` run: a version mldeploy registered for ``name`` and reused by another endpoint
+        (``models:/NAME/N`` deployed twice) stays while that endpoint uses it."""
+        used: set[tuple[str, str]] = set()
+        for ep in self.endpoints():
+            if ep.name.lower() == name.lower():
+                continue
+            used |= self._models_run(ep.name)[1]
+        return used
 
     def scoring_secret(self, name: str) -> str:
         keys = self.ml.online_endpoints.get_keys(name)

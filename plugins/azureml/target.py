@@ -157,8 +157,10 @@ class AzureMLTarget(Target):
                 if step[new] < 100:
                     ops.hold(cfg.step_wait_seconds, tx)
                 ops.check_healthy(name, new)
+            registered = ops.models_of(name)  # found through the deployments: before deleting
             for dep in deps:  # the point of no return: the new deployment has all traffic
                 ops.delete_deployment(name, dep.name)
+            self._remove_models(ops, name, [m for m in registered if m.id != model.id])
             self.progress(f"{name} serves {new}", Status.READY)
             return self._get(name)
 
@@ -229,19 +231,32 @@ class AzureMLTarget(Target):
             if ep is None or (ep.tags or {}).get(MANAGED_BY) != "mldeploy":
                 return Deletion(name, self.name, existed=False)
             removed = [Resource("deployment", d.id) for d in ops.deployments(name)]
-            models = ops.models_of(name)  # first: the deployments name the assets (models:/X/N)
+            registered = ops.models_of(name)  # found through the deployments: before deleting
             ops.delete_endpoint(name)
             removed.insert(0, Resource("endpoint", ep.id))
-            leftover = []
-            for m in models:
-                try:
-                    ops.delete_model(m.name, m.version)
-                    removed.append(Resource("model", m.id))
-                except Exception as exc:  # noqa: BLE001 - reported as left over
-                    self.progress(f"could not remove model {m.name}:{m.version}: {scrub(exc)}")
-                    leftover.append(Resource("model", m.id))
-            return Deletion(name, self.name, existed=True, removed=tuple(removed),
-                            leftover=tuple(leftover))
+            gone, leftover = self._remove_models(ops, name, registered)
+            return Deletion(name, self.name, existed=True, removed=(*removed, *gone),
+                            leftover=leftover)
+
+    def _remove_models(self, ops: _ops.Ops, name: str, models: list[Any]
+                       ) -> tuple[tuple[Resource, ...], tuple[Resource, ...]]:
+        """Delete the model versions mldeploy registered for ``name`` that no other endpoint's
+        deployment runs; returns (removed, left over)."""
+        if not models:
+            return (), ()
+        elsewhere = ops.used_elsewhere(name)
+        removed, leftover = [], []
+        for m in models:
+            if (m.name, str(m.version)) in elsewhere:
+                self.progress(f"keeping model {m.name}:{m.version}: another endpoint runs it")
+                continue
+            try:
+                ops.delete_model(m.name, m.version)
+                removed.append(Resource("model", m.id))
+            except Exception as exc:  # noqa: BLE001 - reported as left over
+                self.progress(f"could not remove model {m.name}:{m.version}: {scrub(exc)}")
+                leftover.append(Resource("model", m.id))
+        return tuple(removed), tuple(leftover)
 
     def _get(self, name: str) -> Deployment:
         ops = self.ops()
