@@ -334,6 +334,8 @@ def acr(plane, docker_engine):
 
     registry = FakeACR(plane.cert, plane.key, {plane.token}).start()
     yield registry
+    for name in list(plane.endpoints):  # their containers run the pushed tags: stop them first
+        make_target().delete(name)
     registry.stop()
     for image in docker_engine.images.list(name=f"{registry.login_server}/*"):
         for tag in image.tags:  # untag only what this registry's pushes named

@@ -360,7 +360,7 @@ def test_registry_uri_names_the_model_asset_and_delete_removes_it(plane, tmp_pat
     stored = plane.models["Churn-Model"]["1"]["properties"]
     assert stored["tags"]["mldeploy.model-uri"] == "models:/Churn Model/1"
     target.replace("reg-ep", "models:/Churn Model/2")
-    assert set(plane.models["Churn-Model"]) == {"1", "2"}
+    assert set(plane.models["Churn-Model"]) == {"2"}  # the replaced deployment's version went
     gone = target.delete("reg-ep")
     assert not gone.leftover and "Churn-Model" not in plane.models
     assert not target.delete("reg-ep").existed
