@@ -133,19 +133,10 @@ def world(tmp_path_factory, docker_engine, generic_image):
     binary = kit.azurite_binary(ROOT)
     if binary is None:
         pytest.skip("Azurite is not installed (bash scripts/install-azurite.sh; needs npm)")
-    tmp = tmp_path_factory.mktemp("azure-docker")
-    cert, key = kit.make_cert(tmp / "tls")
-    with kit.localhost_resolver(), kit.azurite(binary, cert, key, tmp / "azurite") as blob_url:
-        port = blob_url.split(":")[2].split("/")[0]
-        plane = kit.ControlPlane(cert, key, blob_url=blob_url, docker=docker_engine,
-                                 storage_suffix=f"core.localhost:{port}").start()
-        plane.add_workspace(SUB, RG, WS)
-        try:
-            with kit.environment(kit.azure_env(plane, cert)):
-                yield plane
-        finally:
-            plane.stop()
-            assert not _own(docker_engine, plane), "the fake left containers behind"
+    with kit.workspace(binary, tmp_path_factory.mktemp("azure-docker"), SUB, RG, WS,
+                       docker=docker_engine) as plane:
+        yield plane
+    assert not _own(docker_engine, plane), "the fake left containers behind"
 
 
 def _own(client: Any, plane: Any) -> list[Any]:

@@ -38,18 +38,8 @@ def world(tmp_path_factory):
     binary = kit.azurite_binary(ROOT)
     if binary is None:
         pytest.skip("Azurite is not installed (bash scripts/install-azurite.sh; needs npm)")
-    tmp = tmp_path_factory.mktemp("azure")
-    cert, key = kit.make_cert(tmp / "tls")
-    with kit.localhost_resolver(), kit.azurite(binary, cert, key, tmp / "azurite") as blob_url:
-        port = blob_url.split(":")[2].split("/")[0]
-        plane = kit.ControlPlane(cert, key, blob_url=blob_url,
-                                 storage_suffix=f"core.localhost:{port}").start()
-        plane.add_workspace(SUB, RG, WS)
-        try:
-            with kit.environment(kit.azure_env(plane, cert)):
-                yield plane
-        finally:
-            plane.stop()
+    with kit.workspace(binary, tmp_path_factory.mktemp("azure"), SUB, RG, WS) as plane:
+        yield plane
 
 
 @pytest.fixture

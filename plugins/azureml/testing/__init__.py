@@ -21,6 +21,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from mldeploy.plugins.azureml.testing._arm import (
     ACCOUNT,
@@ -162,3 +163,22 @@ def environment(values: dict[str, str]) -> Iterator[None]:
 
 __all__ = ["ACCOUNT", "AZURITE_KEY", "CONTAINER", "ControlPlane", "azure_env", "azurite",
            "azurite_binary", "environment", "free_port", "localhost_resolver", "make_cert"]
+
+
+@contextlib.contextmanager
+def workspace(binary: Path, tmp: Path, sub: str, rg: str, ws: str, *,
+              docker: Any = None) -> Iterator[ControlPlane]:
+    """Azurite (``binary``) and a started :class:`ControlPlane` with workspace ``sub/rg/ws``,
+    the environment pointing azure-identity and azure-ai-ml at them; files under ``tmp``.
+    ``docker``: a Docker client to run each deployment's image (the fake's Docker mode)."""
+    cert, key = make_cert(tmp / "tls")
+    with localhost_resolver(), azurite(binary, cert, key, tmp / "azurite") as blob_url:
+        port = blob_url.split(":")[2].split("/")[0]
+        plane = ControlPlane(cert, key, blob_url=blob_url, docker=docker,
+                             storage_suffix=f"core.localhost:{port}").start()
+        plane.add_workspace(sub, rg, ws)
+        try:
+            with environment(azure_env(plane, cert)):
+                yield plane
+        finally:
+            plane.stop()
