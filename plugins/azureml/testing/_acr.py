@@ -118,15 +118,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                     while self.rfile.readline() not in (b"\r\n", b"\n", b""):
                         pass
                     return
-                left = size
-                while left:
-                    piece = self.rfile.read(min(left, 1 << 20))
-                    if not piece:
-                        return
-                    left -= len(piece)
-                    yield piece
+                yield from self._exactly(size)
                 self.rfile.readline()
-        left = int(self.headers.get("Content-Length") or 0)
+        yield from self._exactly(int(self.headers.get("Content-Length") or 0))
+
+    def _exactly(self, left: int) -> Any:
+        """``left`` bytes of the body in pieces of at most 1 MiB (fewer if the client hangs up)."""
         while left:
             piece = self.rfile.read(min(left, 1 << 20))
             if not piece:
