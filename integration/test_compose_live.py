@@ -136,23 +136,7 @@ def test_replace_under_load_then_failed_replace_then_delete(make, docker_engine,
     shutil.copytree(example_model_dir(), other)
     (other / "README.txt").write_text("the second model\n")
 
-    results: list[int | str] = []
-    stop = threading.Event()
-
-    def client() -> None:
-        while not stop.is_set():
-            try:
-                results.append(_post(port)[0])
-            except Exception as exc:  # noqa: BLE001 - counted as a failed request
-                results.append(type(exc).__name__)
-
-    thread = threading.Thread(target=client, daemon=True)
-    thread.start()
-    try:
-        dep = target.replace("steady", str(other))
-    finally:
-        stop.set()
-        thread.join(60)
+    dep, results = _under_load(port, lambda: target.replace("steady", str(other)))
     assert dep.details["active"] == "model-green" and dep.model_uri == str(other)
     assert len(results) > 5, "the client ran during the replace"
     failed = [r for r in results if r != 200]
