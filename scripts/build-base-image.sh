@@ -28,6 +28,12 @@ if ! "$docker_cli" info >/dev/null 2>&1; then
     exit 1
 fi
 
+# One build at a time (the test session and the Compose images' background builder may both ask):
+# the second waits, then finds the image in the engine.
+mkdir -p "$cache_dir"
+exec 9>"$cache_dir/.build.lock"
+flock 9
+
 if [ "${MLDEPLOY_BASE_REBUILD:-0}" != 1 ]; then
     if "$docker_cli" image inspect "$image" >/dev/null 2>&1; then
         log "engine already has $image"
@@ -56,7 +62,9 @@ if [ -f "$sources" ]; then mirror_args=("$sources"); fi
 start=$(date +%s)
 log "building $image with mmdebstrap (about 30 s)"
 # Docs, manuals and locales are excluded; apt lists and caches are removed from the tree.
-mmdebstrap --quiet --variant=essential --architectures=amd64 \
+# setsid: when writing the tarball fails (say `docker import` died), mmdebstrap sends SIGHUP to
+# its whole process group; in a group of its own that cannot reach the caller (.ci/run).
+setsid --wait mmdebstrap --quiet --variant=essential --architectures=amd64 \
     --include=python3,python3-venv,ca-certificates,libstdc++6 \
     --dpkgopt='path-exclude=/usr/share/man/*' \
     --dpkgopt='path-exclude=/usr/share/doc/*' \

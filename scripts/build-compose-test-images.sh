@@ -15,7 +15,8 @@ if [ "${1:-}" = --background ]; then
     mkdir -p "$dir"
     rm -f "$dir/ready" "$dir/failed"
     : > "$dir/building"
-    nohup bash "$0" >/dev/null 2>&1 &
+    # its own session: nothing it runs can signal the caller's process group (mmdebstrap does)
+    setsid nohup bash "$0" >/dev/null 2>&1 < /dev/null &
     exit 0
 elif [ $# -gt 0 ]; then
     echo "usage: $0 [--background]" >&2; exit 2
@@ -25,10 +26,21 @@ mkdir -p "$dir"
 rm -f "$dir/ready" "$dir/failed"
 echo $$ > "$dir/building"
 start=$SECONDS
-if {
-    base=$(bash scripts/build-base-image.sh | tail -n 1)
+# scripts/test.sh starts this before any engine runs (the test session starts dockerd): wait for one.
+engine_wait=${MLDEPLOY_COMPOSE_ENGINE_WAIT:-1200}
+until docker info >/dev/null 2>&1; do
+    if [ $((SECONDS - start)) -ge "$engine_wait" ]; then
+        echo "build-compose-test-images.sh: no Docker engine answered in $engine_wait s" > "$dir/log"
+        touch "$dir/failed"; rm -f "$dir/building"; exit 1
+    fi
+    sleep 3
+done
+build() {
+    local base
+    base=$(bash scripts/build-base-image.sh | tail -n 1) && [ -n "$base" ] || return 1
     .venv/bin/python -m mldeploy.plugins.compose.testing build "$base" > "$dir/ready.tmp"
-} >"$dir/log" 2>&1; then
+}
+if build >"$dir/log" 2>&1; then
     mv "$dir/ready.tmp" "$dir/ready"
     echo "build-compose-test-images.sh: ready in $((SECONDS - start)) s" >> "$dir/log"
 else

@@ -92,7 +92,7 @@ if [ "$background" = 1 ]; then
         if [ ! -f "$dir/.mldeploy-ready" ]; then mkdir -p "$dir" && : > "$dir/.mldeploy-installing"; fi
     done
     # one after the other (two cores): v2 is needed first by the tests, which wait for the markers
-    nohup bash "$0" "${versions[@]}" >/dev/null 2>&1 &
+    setsid nohup bash "$0" "${versions[@]}" >/dev/null 2>&1 < /dev/null &  # its own session
     exit 0
 fi
 for v in "${versions[@]}"; do  # claim every venv still to do at once, then do them in turn

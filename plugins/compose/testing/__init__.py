@@ -81,7 +81,12 @@ def debian_image(timeout: float = 900) -> str:
            "--customize-hook=rm -rf \"$1\"/var/lib/apt/lists/* \"$1\"/var/cache/apt/* "
            "\"$1\"/var/lib/postgresql/15",
            "bookworm", "-"] + ([str(_SOURCES)] if _SOURCES.is_file() else [])
-    strap = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    if subprocess.run(["docker", "info"], capture_output=True, check=False).returncode != 0:
+        raise ImageUnavailable("no Docker engine answers (start dockerd first)")
+    # A session of its own: when writing the tarball fails (docker import died), mmdebstrap sends
+    # SIGHUP to its whole process group, which would otherwise be the caller's (pytest, .ci/run).
+    strap = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             start_new_session=True)
     imp = subprocess.run(["docker", "import", "--change", "ENV LANG=C.UTF-8", "--change",
                           f"LABEL {LABEL}", "-", raw],
                          stdin=strap.stdout, capture_output=True, timeout=timeout, check=False)
